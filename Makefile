@@ -1,0 +1,31 @@
+# The README's two commands: `make run` (main job) and `make test` (test suite).
+# Each creates .venv on first use, installs torch==2.13.0 first (the CPU wheel on this
+# machine; a bare `torch` requirement would pull a multi-GB CUDA build), then the package
+# with its test extras. Re-running reinstalls nothing unless pyproject.toml changed.
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
+DATASET ?= ml-100k
+SHARED_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup run test clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/mltfrkit train --dataset $(DATASET) --backbone sasrec --out runs/sasrec-$(DATASET).json
+
+test: setup
+	MLTFR_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,68 @@
+"""Throughput of training and full-ranking evaluation, per backbone, on Pantry and Beauty.
+
+Prints training sequences/s, evaluation users/s, and each backbone's epoch time relative to
+SASRec, all measured in this one run.
+
+    python benchmarks/train_eval_speed.py --data-dir ../shared/data [--backbones sasrec bert4rec ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from mltfrkit.data import load_dataset
+from mltfrkit.models import backbone_names, build_backbone
+from mltfrkit.train.metrics import evaluate
+from mltfrkit.train.trainer import training_sequences
+
+
+def time_epoch(model, data, batch_size=128, max_batches=None):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(data), generator=generator)
+    model.train()
+    starts = list(range(0, len(order), batch_size))[:max_batches]
+    began = time.perf_counter()
+    for start in starts:
+        loss = model.loss(data[order[start:start + batch_size]], generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    seconds = time.perf_counter() - began
+    return seconds, min(len(order), len(starts) * batch_size)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--datasets", nargs="+", default=["Pantry", "Beauty"])
+    parser.add_argument("--backbones", nargs="+", default=backbone_names())
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    print(f"{'dataset':8s} {'backbone':10s} {'epoch s':>8s} {'train seq/s':>12s} {'eval users/s':>13s} "
+          f"{'epoch/SASRec':>13s}")
+    for name in args.datasets:
+        split = load_dataset(name, data_dir=args.data_dir)
+        data = training_sequences(split, 50)
+        hist, targets = split.eval_pairs("test")
+        reference = None
+        for backbone in ["sasrec"] + [b for b in args.backbones if b != "sasrec"]:
+            torch.manual_seed(0)
+            model = build_backbone(backbone, split.n_items)
+            time_epoch(model, data, max_batches=3)  # warm-up
+            seconds, sequences = time_epoch(model, data)
+            began = time.perf_counter()
+            evaluate(model, hist, targets)
+            eval_seconds = time.perf_counter() - began
+            reference = reference or seconds
+            print(f"{name:8s} {backbone:10s} {seconds:8.2f} {sequences / seconds:12.0f} "
+                  f"{len(hist) / eval_seconds:13.0f} {seconds / reference:13.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Command line: thin wrappers over library calls that notebooks make too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mltfrkit.data import DATASETS, DatasetNotFoundError, EmptyDatasetError, MalformedInputError, load_dataset
+from mltfrkit.models import backbone_names
+from mltfrkit.train import TrainConfig
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mltfrkit.runs import RunSpec, run_training
+
+    model = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.loss:
+        model["loss"] = args.loss
+    train = TrainConfig(epochs=args.epochs, seed=args.seed, patience=args.patience, lr=args.lr,
+                        batch_size=args.batch_size, device=args.device)
+    spec = RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train)
+    result = run_training(spec, data_dir=args.data_dir, out=args.out, root=args.runs_dir,
+                          progress=not args.no_progress)
+    test = result["test"]
+    print(f"best epoch {result['best_epoch']} (validation NDCG@20 {result['best_valid'].get('NDCG@20', 0):.5f})")
+    print("test  " + "  ".join(f"{k} {v:.5f}" for k, v in test.items()))
+    if args.out:
+        print(f"result written to {args.out}")
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    for spec in DATASETS.values():
+        print(f"{spec.name:10s} {', '.join(spec.files):50s} {spec.origin}")
+    return 0
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    stats = load_dataset(args.name, args.data_dir).stats()
+    print(f"{'Dataset':10s} {'#Users':>8s} {'#Items':>8s} {'Av. n':>9s} {'Density':>11s}")
+    print(f"{stats['dataset']:10s} {stats['users']:8,d} {stats['items']:8,d} {stats['avg_length']:9.5f} "
+          f"{stats['density']:11.4e}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mltfrkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a backbone, print test metrics, write the result JSON")
+    train.add_argument("--dataset", default="ml-100k")
+    train.add_argument("--backbone", default="sasrec", help=f"one of: {', '.join(backbone_names())}")
+    train.add_argument("--data-dir", default=None)
+    train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--patience", type=int, default=TrainConfig.patience)
+    train.add_argument("--lr", type=float, default=TrainConfig.lr)
+    train.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    train.add_argument("--loss", choices=["bce", "ce"], default=None, help="default: the backbone's own")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backbone option")
+    train.add_argument("--out", default=None, help="result JSON path")
+    train.add_argument("--runs-dir", default=None, help="checkpoints and results (default: cache dir)")
+    train.add_argument("--no-progress", action="store_true")
+    train.set_defaults(func=cmd_train)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    data.add_parser("list", help="named datasets and where their files come from").set_defaults(func=cmd_data_list)
+    stats = data.add_parser("stats", help="Table 5 statistics")
+    stats.add_argument("name")
+    stats.add_argument("--data-dir", default=None)
+    stats.set_defaults(func=cmd_data_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, TypeError, ValueError, DatasetNotFoundError, EmptyDatasetError, MalformedInputError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"mltfrkit: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

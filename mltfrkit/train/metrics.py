@@ -1,0 +1,77 @@
+"""Full-ranking evaluation: every item is a candidate; HR@K and NDCG@K with one relevant item.
+
+Ties: the target's rank counts every other item whose score is greater **or equal**, so ties
+are broken against the target. A model that scores everything alike therefore gets HR = 0
+(not a perfect score), and no implementation detail of the sort can flatter a result.
+Padding (item 0) is scored -inf and never ranked. ``exclude_history`` (default off, as in the
+MLTFR authors' code) removes the user's history items from the candidates, as RecBole does;
+a target that repeats a history item is then a miss.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+
+def pad_left(sequences: Sequence[np.ndarray], length: int) -> torch.Tensor:
+    """The most recent ``length`` items of each sequence, left-padded with 0."""
+    out = np.zeros((len(sequences), length), dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        tail = seq[-length:] if length else seq[:0]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return torch.from_numpy(out)
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each target among all candidates, ties counted against the target."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    return (scores >= target_scores).sum(1) - 1
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = (5, 10, 20)) -> dict[str, float]:
+    ranks = np.asarray(ranks)
+    out = {}
+    for k in ks:
+        hit = ranks < k
+        out[f"HR@{k}"] = float(hit.mean())
+        out[f"NDCG@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 2.0), 0.0).mean())  # IDCG = 1
+    return out
+
+
+def users_per_chunk(n_items: int, max_bytes: int) -> int:
+    """How many users' score rows fit the memory budget (scores plus a comparison mask)."""
+    per_user = (n_items + 1) * (4 + 1) * 2
+    return max(1, min(4096, max_bytes // per_user))
+
+
+@torch.no_grad()
+def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: Iterable[int] = (5, 10, 20),
+             max_len: int | None = None, max_bytes: int = 256 << 20, exclude_history: bool = False,
+             device: torch.device | str = "cpu") -> dict[str, float]:
+    """Score users in chunks so that memory stays under ``max_bytes`` whatever the catalogue size."""
+    was_training = model.training
+    model.eval()
+    max_len = max_len or model.config.max_len
+    chunk = users_per_chunk(model.n_items, max_bytes)
+    ranks = []
+    for start in range(0, len(histories), chunk):
+        batch_hist = histories[start:start + chunk]
+        history = pad_left(batch_hist, max_len).to(device)
+        scores = model.score_all(history)
+        if exclude_history:
+            for row, seq in enumerate(batch_hist):
+                scores[row, torch.as_tensor(seq, device=device)] = float("-inf")
+        batch_targets = torch.as_tensor(targets[start:start + chunk], device=device)
+        ranks.append(target_ranks(scores, batch_targets).cpu())
+    model.train(was_training)
+    return metrics_from_ranks(torch.cat(ranks).numpy(), ks)
+
+
+def ndcg_at(rank: int, k: int) -> float:
+    """Reference value for one user, used in tests."""
+    return 1.0 / math.log2(rank + 2) if rank < k else 0.0

@@ -1,0 +1,204 @@
+"""The training loop: Adam, validation NDCG@20 early stopping, best weights restored, the test
+split evaluated once at the end, checkpoints every epoch and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mltfrkit.data.split import SplitData
+from mltfrkit.paths import atomic_write_json
+from mltfrkit.train.metrics import evaluate, pad_left
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # epochs without validation improvement before stopping
+    valid_metric: str = "NDCG@20"
+    ks: tuple[int, ...] = (5, 10, 20)
+    seed: int = 0
+    device: str = "auto"
+    exclude_history: bool = False
+    eval_max_bytes: int = 256 << 20
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["ks"] = list(self.ks)
+        return out
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def library_versions() -> dict[str, str]:
+    import mltfrkit
+
+    return {"mltfrkit": mltfrkit.__version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_checkpoint(path: Path, payload: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    valid: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs to continue exactly where it stopped."""
+
+    epoch: int = 0
+    best_metric: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    best_state: dict | None = None
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def training_sequences(split: SplitData, max_len: int) -> torch.Tensor:
+    """(U', max_len + 1) left-padded training sequences of users with at least one training pair."""
+    usable = [s for s in split.train_sequences() if len(s) >= 2]
+    return pad_left(usable, max_len + 1)
+
+
+def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: str | Path | None = None,
+        run_config: dict | None = None, progress: bool = True,
+        on_epoch_end: Callable[[EpochLog], None] | None = None, log: Callable[[str], None] | None = print) -> dict:
+    """Train with early stopping, restore the best weights, evaluate the test split once.
+
+    With ``run_dir``, a checkpoint is written after every epoch and an existing one is resumed
+    (its stored config must match). Returns the result dict (also the result JSON's content).
+    """
+    device = resolve_device(config.device)
+    full_config = {"train": config.to_dict(), **(run_config or {})}
+    seed_everything(config.seed)
+    model.to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                 weight_decay=config.weight_decay)
+    state = TrainState()
+    checkpoint = Path(run_dir) / CHECKPOINT if run_dir else None
+    if checkpoint and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        if json.dumps(saved["config"], sort_keys=True) != json.dumps(full_config, sort_keys=True, default=str):
+            raise ValueError(f"{checkpoint} belongs to a different configuration; use another run directory "
+                             f"or delete it to start over")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = TrainState(**saved["state"])
+        _restore_rng(saved["rng"])
+        if log:
+            log(f"resumed from {checkpoint} after epoch {state.epoch}")
+
+    train_seqs = training_sequences(split, model.config.max_len)
+    valid_hist, valid_targets = split.eval_pairs("valid")
+    finished = state.bad_epochs >= config.patience
+    while state.epoch < config.epochs and not finished:
+        started = time.perf_counter()
+        epoch = state.epoch + 1
+        model.train()
+        # Data order and negatives come from a generator seeded by (seed, epoch): resume-exact.
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(train_seqs), generator=generator)
+        total, batches = 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False,
+                   disable=not progress)
+        for start in bar:
+            batch = train_seqs[order[start:start + config.batch_size]].to(device)
+            loss = model.loss(batch, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+            bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
+        valid = evaluate(model, valid_hist, valid_targets, config.ks, max_bytes=config.eval_max_bytes,
+                         exclude_history=config.exclude_history, device=device)
+        seconds = time.perf_counter() - started
+        state.epoch, state.seconds = epoch, state.seconds + seconds
+        improved = valid[config.valid_metric] > state.best_metric
+        if improved:
+            state.best_metric, state.best_epoch, state.bad_epochs = valid[config.valid_metric], epoch, 0
+            state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        entry = EpochLog(epoch, total / max(batches, 1), valid, seconds)
+        state.history.append(asdict(entry))
+        if log:
+            marks = "  *" if improved else ""
+            log(f"epoch {epoch:3d}  loss {entry.loss:.4f}  valid HR@20 {valid.get('HR@20', float('nan')):.4f}  "
+                f"NDCG@20 {valid.get('NDCG@20', float('nan')):.4f}  ({seconds:.1f}s){marks}")
+        if checkpoint:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            _save_checkpoint(checkpoint, {"config": json.loads(json.dumps(full_config, default=str)),
+                                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "state": asdict(state), "rng": _rng_state()})
+        if on_epoch_end:
+            on_epoch_end(entry)
+        finished = state.bad_epochs >= config.patience
+
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    test_hist, test_targets = split.eval_pairs("test")
+    test = evaluate(model, test_hist, test_targets, config.ks, max_bytes=config.eval_max_bytes,
+                    exclude_history=config.exclude_history, device=device)
+    best_valid = next((h["valid"] for h in state.history if h["epoch"] == state.best_epoch), {})
+    return {"config": json.loads(json.dumps(full_config, default=str)), "best_epoch": state.best_epoch,
+            "best_valid": best_valid, "test": test, "epochs": state.history, "seconds": state.seconds,
+            "stopped_early": state.bad_epochs >= config.patience, "device": str(device),
+            "versions": library_versions()}
+
+
+def write_result(path: str | Path, result: dict) -> Path:
+    """Atomic: a reader sees no file or the whole file, never a partial one."""
+    return atomic_write_json(path, result)

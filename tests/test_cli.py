@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import json
+
+from mltfrkit.cli import main
+
+
+def test_unknown_backbone_and_dataset(capsys, tmp_path):
+    assert main(["train", "--dataset", "ml-100k", "--backbone", "nope"]) == 2
+    assert "Valid backbones" in capsys.readouterr().err
+    assert main(["data", "stats", "NoSuch"]) == 2
+    assert "Valid names" in capsys.readouterr().err
+    assert main(["data", "stats", "Beer", "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Ratebeer.txt.gz" in err and str(tmp_path) in err
+
+
+def test_train_writes_result(tmp_path, capsys):
+    (tmp_path / "Pantry.txt").write_text("".join(f"{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n"
+                                                 for u in range(20)))
+    out = tmp_path / "out" / "r.json"
+    code = main(["train", "--dataset", "Pantry", "--data-dir", str(tmp_path), "--epochs", "2", "--out", str(out),
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--set", "n_layers=1"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "epoch   2" in printed and "test  HR@5" in printed
+    result = json.loads(out.read_text())
+    assert result["config"]["model"]["n_layers"] == 1 and len(result["epochs"]) == 2
+
+
+def test_data_list(capsys):
+    assert main(["data", "list"]) == 0
+    assert "ml-100k" in capsys.readouterr().out
