@@ -1,0 +1,171 @@
+"""Readers: each raw format becomes one interaction table with columns user, item, time, order.
+
+``time`` is a timestamp where the source has one, else the position in the user's line;
+``order`` is the row's position in the file, the stable tie-break for equal times.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLUMNS = ["user", "item", "time", "order"]
+
+
+class MalformedInputError(ValueError):
+    """A raw file line that cannot be parsed; the message names the file and line number."""
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+
+
+def _table(users: list, items: list, times: list) -> pd.DataFrame:
+    frame = pd.DataFrame({"user": pd.Series(users, dtype=str), "item": pd.Series(items, dtype=str),
+                          "time": np.asarray(times, dtype=np.float64)})
+    frame["order"] = np.arange(len(frame), dtype=np.int64)
+    return frame
+
+
+def read_sequence_file(path: str | os.PathLike) -> pd.DataFrame:
+    """``user item item ...`` per line, items in chronological order (S3-Rec / MLTFR format)."""
+    path = Path(path)
+    users, items, times = [], [], []
+    with _open_text(path) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise MalformedInputError(f"{path}:{line_no}: expected 'user item [item ...]', got {line.strip()!r}")
+            user = fields[0]
+            users.extend([user] * (len(fields) - 1))
+            items.extend(fields[1:])
+            times.extend(range(len(fields) - 1))
+    return _table(users, items, times)
+
+
+def read_amazon_json(path: str | os.PathLike) -> pd.DataFrame:
+    """Amazon Reviews 2018 JSON lines (plain or gzipped): ``reviewerID``, ``asin``, ``unixReviewTime``."""
+    path = Path(path)
+    users, items, times = [], [], []
+    with _open_text(path) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                users.append(record["reviewerID"])
+                items.append(record["asin"])
+                times.append(int(record["unixReviewTime"]))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+                raise MalformedInputError(
+                    f"{path}:{line_no}: not an Amazon 2018 review record with reviewerID, asin, "
+                    f"unixReviewTime ({type(error).__name__}: {error})") from None
+    return _table(users, items, times)
+
+
+def _decode(raw: bytes) -> str:
+    """RateBeer mixes encodings: UTF-8 where valid, else Latin-1 (which never fails)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def read_ratebeer(path: str | os.PathLike) -> pd.DataFrame:
+    """RateBeer multi-aspect reviews: blank-line separated records of ``key: value`` lines."""
+    path = Path(path)
+    users, items, times = [], [], []
+    record: dict[str, str] = {}
+    start_line = 1
+
+    def flush(end_line: int) -> None:
+        if not record:
+            return
+        missing = [k for k in ("beer/beerId", "review/profileName", "review/time") if k not in record]
+        if missing:
+            raise MalformedInputError(f"{path}:{start_line}-{end_line}: RateBeer record lacks {', '.join(missing)}")
+        try:
+            times.append(int(record["review/time"]))
+        except ValueError:
+            raise MalformedInputError(
+                f"{path}:{start_line}: review/time is not an integer: {record['review/time']!r}") from None
+        users.append(record["review/profileName"])
+        items.append(record["beer/beerId"])
+
+    raw_handle = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    with raw_handle:
+        line_no = 0
+        for line_no, raw in enumerate(raw_handle, start=1):
+            line = _decode(raw).rstrip("\r\n")
+            if not line.strip():
+                flush(line_no)
+                record, start_line = {}, line_no + 1
+                continue
+            key, sep, value = line.partition(":")
+            if not sep:
+                raise MalformedInputError(f"{path}:{line_no}: expected 'key: value', got {line[:80]!r}")
+            record[key.strip()] = value.strip()
+        flush(line_no)
+    return _table(users, items, times)
+
+
+def read_atomic_inter(path: str | os.PathLike) -> pd.DataFrame:
+    """RecBole atomic ``.inter`` files: tab-separated with typed headers (``user_id:token``)."""
+    path = Path(path)
+    with _open_text(path) as handle:
+        header = handle.readline().rstrip("\r\n").split("\t")
+    names = [h.split(":")[0] for h in header]
+    for needed in ("user_id", "item_id"):
+        if needed not in names:
+            raise MalformedInputError(f"{path}:1: header {header} has no '{needed}:token' column")
+    frame = pd.read_csv(path, sep="\t", header=0, names=names, dtype={"user_id": str, "item_id": str},
+                        usecols=[n for n in ("user_id", "item_id", "timestamp") if n in names])
+    times = frame["timestamp"] if "timestamp" in frame else np.arange(len(frame))
+    if "timestamp" in frame and frame["timestamp"].isna().any():
+        bad = int(np.flatnonzero(frame["timestamp"].isna().to_numpy())[0]) + 2
+        raise MalformedInputError(f"{path}:{bad}: missing or non-numeric timestamp")
+    return _table(frame["user_id"].tolist(), frame["item_id"].tolist(), list(times))
+
+
+def read_user_item_table(path: str | os.PathLike, user_col: str = "user", item_col: str = "item",
+                         time_col: str | None = "timestamp") -> pd.DataFrame:
+    """Anyone's own data: a CSV or parquet with user, item and (optionally) timestamp columns."""
+    path = Path(path)
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    wanted = [c for c in (user_col, item_col, time_col) if c]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise MalformedInputError(f"{path}: missing column(s) {missing}; found {list(frame.columns)}. "
+                                  f"Name them with user_col/item_col/time_col.")
+    times = pd.to_numeric(frame[time_col], errors="coerce") if time_col else pd.Series(np.arange(len(frame)))
+    if times.isna().any():
+        bad = int(np.flatnonzero(times.isna().to_numpy())[0])
+        raise MalformedInputError(f"{path}: row {bad + 1}: timestamp {frame[time_col].iloc[bad]!r} is not numeric")
+    return _table(frame[user_col].astype(str).tolist(), frame[item_col].astype(str).tolist(), times.tolist())
+
+
+def read_any(path: str | os.PathLike) -> pd.DataFrame:
+    """Pick a reader from the file name."""
+    name = Path(path).name.lower()
+    stem = name[:-3] if name.endswith(".gz") else name
+    if stem.endswith(".json"):
+        return read_amazon_json(path)
+    if stem.endswith(".inter"):
+        return read_atomic_inter(path)
+    if stem.endswith((".csv", ".parquet")):
+        return read_user_item_table(path)
+    if "ratebeer" in stem:
+        return read_ratebeer(path)
+    if stem.endswith(".txt"):
+        return read_sequence_file(path)
+    raise ValueError(f"{path}: unknown format. Known: sequence .txt, Amazon .json(.gz), RateBeer "
+                     f"Ratebeer.txt.gz, RecBole .inter, .csv/.parquet with user,item,timestamp columns.")
