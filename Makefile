@@ -7,7 +7,8 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 DATASET ?= ml-100k
-SHARED_DATA ?= $(abspath ../shared/data)
+# The team's shared Pantry/Beauty files: beside the checkout, else at /work/shared/data.
+SHARED_DATA ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data) $(abspath ../shared/data))
 
 .PHONY: setup run test clean
 

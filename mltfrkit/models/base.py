@@ -20,8 +20,8 @@ PLACEMENTS = ("input", "after_first_block")
 
 
 class SequencePlugin(Protocol):
-    def __call__(self, E: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # (B, L, d), (B, L) bool -> (B, L, d)
-        ...
+    def __call__(self, E: torch.Tensor, mask: torch.Tensor, seqs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, d), (B, L) bool, (B, L) item ids -> (B, L, d) added to E."""
 
 
 @dataclass
@@ -59,11 +59,13 @@ class SequentialRecommender(nn.Module):
         self.plugin = plugin  # registered as a submodule: its parameters train with the backbone
         self.plugin_placement = placement
 
-    def apply_plugin(self, hidden: torch.Tensor, mask: torch.Tensor, stage: str) -> torch.Tensor:
-        """Called by ``encode`` at each stage; adds the plug-in's output where it is placed."""
+    def apply_plugin(self, hidden: torch.Tensor, mask: torch.Tensor, stage: str,
+                     seqs: torch.Tensor | None = None) -> torch.Tensor:
+        """Called by ``encode`` at each stage; adds the plug-in's output where it is placed.
+        ``seqs`` (the item ids) lets per-item plug-ins such as LLM-TE look up their rows."""
         if self.plugin is None or stage != self.plugin_placement:
             return hidden
-        return hidden + self.plugin(hidden, mask)
+        return hidden + self.plugin(hidden, mask, seqs)
 
     # -- what subclasses provide ---------------------------------------------------------
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:

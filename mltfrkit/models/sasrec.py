@@ -78,9 +78,9 @@ class SASRec(SequentialRecommender):
         mask = seqs > 0
         keep = mask.unsqueeze(-1).to(self.item_emb.weight.dtype)
         allowed = causal_padding_mask(mask, causal=True)
-        x = self.apply_plugin(self.embed(seqs), mask, "input")
+        x = self.apply_plugin(self.embed(seqs), mask, "input", seqs)
         for index, block in enumerate(self.blocks):
             x = block(x, allowed, keep)
             if index == 0:
-                x = self.apply_plugin(x, mask, "after_first_block")
+                x = self.apply_plugin(x, mask, "after_first_block", seqs)
         return self.final_norm(x)
