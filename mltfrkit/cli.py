@@ -26,7 +26,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         model["loss"] = args.loss
     train = TrainConfig(epochs=args.epochs, seed=args.seed, patience=args.patience, lr=args.lr,
                         batch_size=args.batch_size, device=args.device)
-    spec = RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train)
+    options = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.plugin_set)}
+    for flag, key in (("llms", "llms"), ("experts", "n_experts"), ("top_k", "top_k"), ("noise", "noise"),
+                      ("alpha", "alpha"), ("placement", "placement"), ("round2", "round2"), ("llm", "llm")):
+        if getattr(args, flag) is not None:
+            options[key] = getattr(args, flag)
+    if args.no_consensus:
+        options["consensus"] = False
+    plugin = "mltfr" if args.mltfr else args.plugin
+    spec = RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train, plugin=plugin,
+                   plugin_options=options)
     result = run_training(spec, data_dir=args.data_dir, out=args.out, root=args.runs_dir,
                           progress=not args.no_progress)
     test = result["test"]
@@ -67,6 +76,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--loss", choices=["bce", "ce"], default=None, help="default: the backbone's own")
     train.add_argument("--device", default="auto")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backbone option")
+    train.add_argument("--plugin", choices=["none", "mltfr", "te", "re"], default="none",
+                       help="mltfr = the MLTFR plug-in; te / re = LLM-TE / LLM-RE (Fig. 1)")
+    train.add_argument("--mltfr", action="store_true", help="same as --plugin mltfr")
+    train.add_argument("--llms", default=None, help="vocab preset or comma-free source name (default: offline)")
+    train.add_argument("--experts", type=int, default=None, help="first m sources of the preset (default 4)")
+    train.add_argument("--top-k", type=int, default=None)
+    train.add_argument("--noise", choices=["paper", "tempered", "none"], default=None)
+    train.add_argument("--alpha", type=float, default=None, help="consensus weight (default: the authors' per backbone)")
+    train.add_argument("--placement", choices=["input", "after_first_block"], default=None)
+    train.add_argument("--round2", choices=["continue", "restart"], default=None)
+    train.add_argument("--no-consensus", action="store_true", help="the SC ablation: one round, no consensus expert")
+    train.add_argument("--llm", default=None, help="token source for --plugin te/re")
+    train.add_argument("--plugin-set", action="append", default=[], metavar="KEY=VALUE", help="MLTFR option")
     train.add_argument("--out", default=None, help="result JSON path")
     train.add_argument("--runs-dir", default=None, help="checkpoints and results (default: cache dir)")
     train.add_argument("--no-progress", action="store_true")

@@ -1,19 +1,21 @@
-"""A run = dataset + backbone + model options + training options. Its key hashes all of that
-plus the data's content hash, so the same run always lands in the same directory (and an
-interrupted one resumes there)."""
+"""A run = dataset + backbone + model options + plug-in + training options. Its key hashes all of
+that plus the data's content hash (and the token sources' sha256), so the same run always lands
+in the same directory, and an interrupted one resumes there."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from mltfrkit.data import load_dataset
 from mltfrkit.models import build_backbone, make_config
 from mltfrkit.paths import cache_dir
-from mltfrkit.train import TrainConfig, fit, write_result
+from mltfrkit.train import TrainConfig, fit, seed_everything, write_result
+
+PLUGINS = ("none", "mltfr", "te", "re")
 
 
 @dataclass
@@ -22,6 +24,34 @@ class RunSpec:
     backbone: str = "sasrec"
     model: dict = field(default_factory=dict)  # backbone config overrides
     train: TrainConfig = field(default_factory=TrainConfig)
+    plugin: str = "none"  # "mltfr", or "te" / "re" (LLM-TE / LLM-RE of Fig. 1)
+    plugin_options: dict = field(default_factory=dict)  # MLTFRConfig fields, or {"llm": ..., "assignment_seed": ...}
+
+    def __post_init__(self):
+        if self.plugin not in PLUGINS:
+            raise ValueError(f"unknown plugin {self.plugin!r}; valid: {', '.join(PLUGINS)}")
+
+    def mltfr_config(self):
+        from mltfrkit.mltfr import AUTHOR_DEFAULTS, MLTFRConfig
+
+        known = {f.name for f in fields(MLTFRConfig)}
+        unknown = sorted(set(self.plugin_options) - known)
+        if unknown:
+            raise TypeError(f"MLTFR has no option(s) {unknown}; its options are {sorted(known)}")
+        options = {**AUTHOR_DEFAULTS.get(self.backbone.lower(), {}), **self.plugin_options}
+        if "exclude_classes" in options:
+            options["exclude_classes"] = tuple(options["exclude_classes"])
+        return MLTFRConfig(**options)
+
+    def token_sources(self) -> list[str]:
+        if self.plugin == "mltfr":
+            from mltfrkit.mltfr.tables import expert_sources
+
+            config = self.mltfr_config()
+            return expert_sources(config.llms, config.n_experts)
+        if self.plugin in ("te", "re"):
+            return [self.plugin_options.get("llm", "all-MiniLM-L6-v2")]
+        return []
 
     def to_dict(self, data_sha256: str = "") -> dict:
         out = asdict(self)
@@ -29,10 +59,16 @@ class RunSpec:
         out["model"] = make_config(self.backbone, **self.model).to_dict()  # resolved defaults, not just overrides
         out["backbone"] = self.backbone.lower()
         out["data_sha256"] = data_sha256
+        if self.plugin == "mltfr":
+            out["plugin_options"] = self.mltfr_config().to_dict()
+        if self.plugin != "none":
+            from mltfrkit.mltfr.tables import table_reference
+
+            out["token_tables"] = [table_reference(name) for name in self.token_sources()]
         return out
 
     def key(self, data_sha256: str) -> str:
-        payload = json.dumps(self.to_dict(data_sha256), sort_keys=True)
+        payload = json.dumps(self.to_dict(data_sha256), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -40,17 +76,53 @@ def runs_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("MLTFR_RUNS_DIR") or cache_dir("runs"))
 
 
+def build_model(spec: RunSpec, n_items: int):
+    """A seeded model with its plug-in attached; returns (model, plugin or None)."""
+    seed_everything(spec.train.seed)
+    model = build_backbone(spec.backbone, n_items, **spec.model)
+    plugin = None
+    if spec.plugin == "mltfr":
+        from mltfrkit.mltfr import MLTFRPlugin
+        from mltfrkit.mltfr.tables import load_expert_table
+
+        config = spec.mltfr_config()
+        tables = [(name, *load_expert_table(name, config.exclude_classes)) for name in spec.token_sources()]
+        plugin = MLTFRPlugin(tables, model.config.hidden_size, config)
+        model.attach_plugin(plugin, config.placement)
+    elif spec.plugin in ("te", "re"):
+        from mltfrkit.mltfr import ItemTokenInjection
+        from mltfrkit.mltfr.tables import load_expert_table
+
+        vocab, keep = load_expert_table(spec.token_sources()[0])
+        plugin = ItemTokenInjection(n_items, vocab, keep, model.config.hidden_size, random_rows=spec.plugin == "re",
+                                    assignment_seed=int(spec.plugin_options.get("assignment_seed", 0)))
+        model.attach_plugin(plugin, "input")
+    return model, plugin
+
+
 def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                  root: str | os.PathLike | None = None, progress: bool = True, log=print) -> dict:
     split = load_dataset(spec.dataset, data_dir)
-    model = build_backbone(spec.backbone, split.n_items, **spec.model)
-    run_dir = runs_root(root) / f"{split.name}-{spec.backbone.lower()}-{spec.key(split.source_sha256)}"
+    config = spec.to_dict(split.source_sha256)
+    run_dir = runs_root(root) / f"{split.name}-{spec.backbone.lower()}-{spec.plugin}-{spec.key(split.source_sha256)}"
+    model, plugin = build_model(spec, split.n_items)
     if log:
         stats = split.stats()
         log(f"{split.name}: {stats['users']} users, {stats['items']} items, avg length {stats['avg_length']:.2f}; "
-            f"{spec.backbone} on {sum(p.numel() for p in model.parameters()):,} parameters; run dir {run_dir}")
-    result = fit(model, split, spec.train, run_dir=run_dir, run_config=spec.to_dict(split.source_sha256),
-                 progress=progress, log=log)
+            f"{spec.backbone}{'+' + spec.plugin if plugin else ''}: "
+            f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable parameters; run dir {run_dir}")
+    if spec.plugin == "mltfr":
+        from mltfrkit.mltfr import train_two_rounds
+
+        built = [(model, plugin)]
+
+        def build():
+            return built.pop() if built else build_model(spec, split.n_items)
+
+        result = train_two_rounds(build, split, spec.train, spec.mltfr_config(), run_dir, config,
+                                  progress=progress, log=log)
+    else:
+        result = fit(model, split, spec.train, run_dir=run_dir, run_config=config, progress=progress, log=log)
     result["run_dir"] = str(run_dir)
     write_result(run_dir / "result.json", result)
     if out:

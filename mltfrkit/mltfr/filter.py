@@ -1,0 +1,104 @@
+"""User-guided token filtering (paper section 2.1.1, eqs. 1-7).
+
+The user's interest (eq. 1) is the mask-aware mean of E; the frozen vocabulary W_voc is
+projected to d_emb by a learned ``Linear(d_llm, d_emb)`` (eq. 2); tokens are scored by cosine
+similarity (eq. 3); a Gumbel-perturbed soft distribution (eq. 4) drives a hard top-K whose
+straight-through weights ``(hard - soft).detach() + soft`` scale the selected embeddings
+(eqs. 5-7), so the forward value is exactly the hard choice and the gradient reaches the
+align projection.
+
+Noise modes: ``paper`` = (s + g) / tau (eq. 4; with s a cosine in [-1, 1] this samples almost
+uniformly from a large vocabulary whatever tau is), ``tempered`` = s / tau + g (the sharpness
+is a real knob), ``none`` = s / tau (deterministic). Evaluation never adds noise and takes the
+deterministic top-K; the aligned vocabulary is then computed once and reused until the
+projection's weights change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+NOISE_MODES = ("paper", "tempered", "none")
+
+
+def interest_vector(E: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Eq. (1): mean over non-padding positions (B, L, d) -> (B, d)."""
+    weights = mask.unsqueeze(-1).to(E.dtype)
+    return (E * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+
+
+def gumbel_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    uniform = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return -torch.log(-torch.log(uniform.clamp(1e-10, 1.0 - 1e-7)))
+
+
+@dataclass
+class Selection:
+    """What a filter picked for each user: vocabulary row ids, cosine scores, straight-through weights."""
+
+    token_ids: torch.Tensor  # (B, K) rows of the *full* vocabulary
+    scores: torch.Tensor  # (B, K) cosine similarity s_v (eq. 3)
+    weights: torch.Tensor  # (B, K) straight-through weights (value 1, gradient through the soft router)
+    tokens: torch.Tensor  # (B, K, d_llm) selected embeddings scaled by the weights
+
+
+class TokenFilter(nn.Module):
+    def __init__(self, vocab: torch.Tensor, d_emb: int, top_k: int = 10, tau: float = 0.5,
+                 noise: str = "paper", keep_ids: torch.Tensor | None = None):
+        """``vocab`` is the frozen (V, d_llm) table, shared between filters that use the same source;
+        ``keep_ids`` restricts selection to a pre-filtered subset (token classes)."""
+        super().__init__()
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES}, not {noise!r}")
+        if keep_ids is not None:
+            vocab_rows = vocab.index_select(0, keep_ids)
+        else:
+            vocab_rows, keep_ids = vocab, torch.arange(vocab.shape[0])
+        if top_k > vocab_rows.shape[0]:
+            raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab_rows.shape[0]}")
+        # Frozen tables are non-persistent buffers: never trained, never written into checkpoints.
+        self.register_buffer("vocab", vocab_rows, persistent=False)
+        self.register_buffer("keep_ids", keep_ids, persistent=False)
+        self.align = nn.Linear(vocab_rows.shape[1], d_emb)
+        self.top_k, self.tau, self.noise = top_k, tau, noise
+        self._eval_cache: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def d_llm(self) -> int:
+        return self.vocab.shape[1]
+
+    def aligned_vocab(self) -> torch.Tensor:
+        """Eq. (2), L2-normalised for the cosine of eq. (3). Cached at evaluation (no grad needed)."""
+        if self.training or torch.is_grad_enabled():
+            self._eval_cache = None
+            return F.normalize(self.align(self.vocab.to(self.align.weight.dtype)), dim=-1)
+        key = (self.align.weight._version, self.align.bias._version, id(self.align.weight), self.vocab.device)
+        if self._eval_cache is None or self._eval_cache[0] != key:
+            self._eval_cache = (key, F.normalize(self.align(self.vocab.to(self.align.weight.dtype)), dim=-1))
+        return self._eval_cache[1]
+
+    def similarity(self, E: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Eq. (3): (B, V') cosine between each user's interest and every kept token."""
+        return F.normalize(interest_vector(E, mask), dim=-1) @ self.aligned_vocab().T
+
+    def forward(self, E: torch.Tensor, mask: torch.Tensor, top_k: int | None = None, noise: str | None = None,
+                generator: torch.Generator | None = None) -> Selection:
+        top_k = top_k or self.top_k
+        noise = noise or self.noise
+        s = self.similarity(E, mask)
+        if self.training and noise != "none":
+            g = gumbel_like(s, generator)
+            logits = (s + g) / self.tau if noise == "paper" else s / self.tau + g
+        else:
+            logits = s / self.tau
+        picked_logits, picked = logits.topk(top_k, dim=-1)
+        # Soft probability of the picked tokens only: softmax's normaliser without a B x V softmax.
+        soft = torch.exp(picked_logits - torch.logsumexp(logits, dim=-1, keepdim=True))
+        weights = (1.0 - soft).detach() + soft  # hard = 1 at picked positions: value 1, gradient of soft
+        tokens = self.vocab[picked].to(E.dtype) * weights.unsqueeze(-1)
+        return Selection(token_ids=self.keep_ids[picked], scores=s.gather(1, picked), weights=weights,
+                         tokens=tokens)

@@ -1,0 +1,31 @@
+"""Semantic integration (eqs. 8-10): multi-head cross-attention from the sequence to the tokens
+selected for **this** user. Queries come from E (d_emb), keys and values from the user's own K
+selected tokens (d_llm); the output is k x d_emb. As in the authors' code there is no residual
+or LayerNorm inside; attention dropout 0.1. Unlike their code, keys never include other users'
+tokens, so a prediction does not depend on who else is in the batch."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class CrossAttentionIntegration(nn.Module):
+    def __init__(self, d_emb: int, d_llm: int, n_heads: int = 4, attn_dropout: float = 0.1):
+        super().__init__()
+        if d_emb % n_heads:
+            raise ValueError(f"d_emb {d_emb} is not divisible by n_heads {n_heads}")
+        self.n_heads, self.d_llm, self.attn_dropout = n_heads, d_llm, attn_dropout
+        self.query = nn.Linear(d_emb, d_emb)
+        self.key = nn.Linear(d_llm, d_emb)
+        self.value = nn.Linear(d_llm, d_emb)
+        self.out = nn.Linear(d_emb, d_emb)
+
+    def forward(self, E: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L, d_emb), (B, K, d_llm) -> (B, L, d_emb)."""
+        B, L, d = E.shape
+        heads = lambda t: t.view(B, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        q, k, v = heads(self.query(E)), heads(self.key(tokens)), heads(self.value(tokens))
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.out(out.transpose(1, 2).reshape(B, L, d))

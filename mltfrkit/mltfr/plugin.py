@@ -1,0 +1,112 @@
+"""The MLTFR plug-in: experts (filter + cross-attention), a gate, and the consensus expert.
+
+W_output = sum_m g_m(E) W_expert_m (eqs. 11-12) + alpha * W_SC (eq. 15), added to E through the
+backbone's hook (eq. 18). Padding positions receive nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from mltfrkit.mltfr.filter import Selection, TokenFilter
+from mltfrkit.mltfr.integration import CrossAttentionIntegration
+
+
+@dataclass
+class MLTFRConfig:
+    llms: str | list[str] = "offline"  # a vocab preset or a list of token sources
+    n_experts: int = 4  # the first m sources of the preset (paper default 4)
+    top_k: int = 10
+    tau: float = 0.5
+    noise: str = "paper"  # "paper" (eq. 4), "tempered", "none"
+    n_heads: int = 4
+    attn_dropout: float = 0.1
+    alpha: float = 0.2  # weight of the consensus expert (paper default)
+    consensus: bool = True  # False = the paper's "w/o SC" ablation (one round only)
+    placement: str = "input"  # "input" = eq. 18; "after_first_block" = the authors' code
+    exclude_classes: tuple[str, ...] = ("special", "byte")  # vocabulary pre-filter by token class
+    fisher_samples: int = 512  # training users used to estimate the Fisher information
+    fisher_labels: str = "observed"  # "observed" (empirical Fisher) or "sampled" (from the model)
+    round2: str = "continue"  # "continue" (Algorithm 1) or "restart" (the authors' code)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["exclude_classes"] = list(self.exclude_classes)
+        return out
+
+
+# Per-backbone settings from the authors' configs (REFERENCE.md section 1).
+AUTHOR_DEFAULTS = {
+    "sasrec": {"alpha": 0.01, "top_k": 1}, "cl4srec": {"alpha": 0.01, "top_k": 1},
+    "bert4rec": {"alpha": 0.2, "top_k": 1}, "linrec": {"alpha": 0.1, "top_k": 1},
+    "fmlprec": {"alpha": 0.05, "top_k": 10}, "bsarec": {"alpha": 0.1, "top_k": 10},
+}
+
+
+class Expert(nn.Module):
+    def __init__(self, name: str, token_filter: TokenFilter, d_emb: int, n_heads: int, attn_dropout: float):
+        super().__init__()
+        self.name = name
+        self.filter = token_filter
+        self.integration = CrossAttentionIntegration(d_emb, token_filter.d_llm, n_heads, attn_dropout)
+
+
+class ConsensusExpert(nn.Module):
+    """Frozen Fisher-weighted merge of same-width experts' integrations (eqs. 13-15). Its keys and
+    values are the mean of the member experts' selected token matrices."""
+
+    def __init__(self, members: list[int], integration: CrossAttentionIntegration):
+        super().__init__()
+        self.members = list(members)
+        self.integration = integration
+        self.integration.requires_grad_(False)
+
+    def forward(self, E: torch.Tensor, selections: list[Selection]) -> torch.Tensor:
+        tokens = torch.stack([selections[m].tokens for m in self.members]).mean(0)
+        return self.integration(E, tokens)
+
+
+class MLTFRPlugin(nn.Module):
+    def __init__(self, tables: list[tuple[str, torch.Tensor, torch.Tensor | None]], d_emb: int,
+                 config: MLTFRConfig = MLTFRConfig()):
+        """``tables``: (source name, frozen (V, d_llm) tensor, kept row ids or None) per expert."""
+        super().__init__()
+        self.config = config
+        self.experts = nn.ModuleList(
+            Expert(name, TokenFilter(vocab, d_emb, config.top_k, config.tau, config.noise, keep), d_emb,
+                   config.n_heads, config.attn_dropout)
+            for name, vocab, keep in tables)
+        self.gate = nn.Linear(d_emb, len(self.experts))
+        self.consensus: ConsensusExpert | None = None
+        self.record = False  # keep the last selections and gate weights (token inspector)
+        self.last: dict = {}
+
+    def set_consensus(self, consensus: ConsensusExpert | None) -> None:
+        self.consensus = consensus
+
+    def forward(self, E: torch.Tensor, mask: torch.Tensor, seqs: torch.Tensor | None = None) -> torch.Tensor:
+        selections = [expert.filter(E, mask) for expert in self.experts]
+        outputs = torch.stack([expert.integration(E, sel.tokens) for expert, sel in
+                               zip(self.experts, selections)], dim=2)  # (B, L, m, d)
+        gates = torch.softmax(self.gate(E), dim=-1)  # eq. (11): per-position routing
+        output = (gates.unsqueeze(-1) * outputs).sum(2)  # eq. (12): W_base
+        if self.consensus is not None:
+            output = output + self.config.alpha * self.consensus(E, selections)  # eq. (15)
+        if self.record:
+            self.last = {"selections": selections, "gates": gates.detach()}
+        return output * mask.unsqueeze(-1).to(output.dtype)
+
+    def same_width_groups(self) -> list[list[int]]:
+        """Experts grouped by d_llm: only same-width experts can be merged parameter-wise."""
+        groups: dict[int, list[int]] = {}
+        for index, expert in enumerate(self.experts):
+            groups.setdefault(expert.filter.d_llm, []).append(index)
+        return list(groups.values())
+
+    def consensus_group(self) -> list[int]:
+        """The largest same-width group with at least two experts (first on ties); [] if none."""
+        groups = [g for g in self.same_width_groups() if len(g) >= 2]
+        return max(groups, key=len) if groups else []

@@ -1,0 +1,69 @@
+"""Two-round training (Algorithm 1): round 1 trains backbone, experts and gate; the Fisher
+information of each expert is estimated and the consensus expert built; round 2 trains again
+with the consensus expert frozen. By default round 2 continues from round 1's selected weights
+(Algorithm 1 runs the rounds one after the other); ``round2="restart"`` re-initialises everything
+but the consensus expert, as the authors' code does. Each round is an ordinary resumable
+``fit`` in its own directory, and the Fisher estimate is stored between them, so an interrupted
+run resumes in whichever round it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from mltfrkit.mltfr.consensus import build_consensus, expert_fisher, fisher_samples
+from mltfrkit.mltfr.plugin import MLTFRConfig, MLTFRPlugin
+from mltfrkit.train import TrainConfig, fit
+
+
+def _summary(result: dict) -> dict:
+    keep = ("best_epoch", "best_valid", "test", "seconds", "epochs")
+    return {k: result[k] for k in keep}
+
+
+def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], split, train: TrainConfig,
+                     config: MLTFRConfig, run_dir: str | Path | None, run_config: dict, progress: bool = True,
+                     log=print) -> dict:
+    """``build()`` returns a freshly initialised (model, plugin) with the plug-in attached."""
+    run_dir = Path(run_dir) if run_dir else None
+    model, plugin = build()
+    first = fit(model, split, train, run_dir=run_dir / "round1" if run_dir else None,
+                run_config={**run_config, "round": 1}, progress=progress, log=log)
+    group = plugin.consensus_group()
+    if not config.consensus or not group:
+        first["rounds"] = 1
+        first["consensus"] = None if config.consensus else "disabled"
+        if config.consensus and log:
+            log("no two experts share a width: no consensus expert, one round only")
+        return first
+
+    fisher_file = run_dir / "fisher.pt" if run_dir else None
+    if fisher_file and fisher_file.exists():
+        fishers = torch.load(fisher_file, weights_only=True)
+    else:
+        histories, targets = fisher_samples(split.train_sequences(), config.fisher_samples, model.config.max_len,
+                                            seed=train.seed)
+        fishers = expert_fisher(model, plugin, histories, targets, labels=config.fisher_labels, seed=train.seed)
+        if fisher_file:
+            tmp = fisher_file.with_name(".fisher.pt.tmp")
+            torch.save(fishers, tmp)
+            tmp.replace(fisher_file)
+    consensus = build_consensus(plugin, fishers)
+    if log:
+        names = [plugin.experts[m].name for m in consensus.members]
+        log(f"round 1 done (test NDCG@20 {first['test']['NDCG@20']:.5f}); consensus expert over {names}")
+    if config.round2 == "restart":
+        model, plugin = build()
+    plugin.set_consensus(consensus)
+    second = fit(model, split, train, run_dir=run_dir / "round2" if run_dir else None,
+                 run_config={**run_config, "round": 2}, progress=progress, log=log)
+    second["rounds"] = 2
+    second["round1"] = _summary(first)
+    second["consensus"] = {"members": [plugin.experts[m].name for m in consensus.members],
+                           "fisher_mean": [float(sum(f.sum() for f in fishers[m].values()) /
+                                                 sum(f.numel() for f in fishers[m].values()))
+                                           for m in consensus.members]}
+    second["seconds"] = first["seconds"] + second["seconds"]
+    return second

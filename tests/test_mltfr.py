@@ -1,0 +1,246 @@
+"""The MLTFR plug-in on synthetic token tables: selection, gradients, determinism, batch
+independence, Fisher, consensus, frozen tables, two rounds, TE/RE."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mltfrkit.mltfr import (ItemTokenInjection, MLTFRConfig, MLTFRPlugin, TokenFilter, build_consensus, expert_fisher,
+                            fisher_merge, fisher_samples, train_two_rounds)
+from mltfrkit.models import BACKBONES, build_backbone
+from mltfrkit.train import TrainConfig
+
+N_ITEMS, MAX_LEN, D = 30, 12, 64
+
+
+def synthetic_tables(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [("wide", torch.randn(200, 24, generator=g), None),
+            ("narrow-a", torch.randn(300, 16, generator=g), None),
+            ("narrow-b", torch.randn(150, 16, generator=g), torch.arange(0, 150, 2))]
+
+
+def model_with_plugin(backbone="sasrec", seed=0, **options):
+    torch.manual_seed(seed)
+    model = build_backbone(backbone, N_ITEMS, max_len=MAX_LEN)
+    plugin = MLTFRPlugin(synthetic_tables(), D, MLTFRConfig(**{"top_k": 3, **options}))
+    model.attach_plugin(plugin, plugin.config.placement)
+    return model, plugin
+
+
+def sequences(batch=6, seed=1, length=MAX_LEN):
+    g = torch.Generator().manual_seed(seed)
+    seqs = torch.randint(1, N_ITEMS + 1, (batch, length), generator=g)
+    for row in range(batch):
+        seqs[row, : row] = 0
+    return seqs
+
+
+def E_and_mask(batch=6):
+    seqs = sequences(batch)
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(batch, MAX_LEN, D, generator=g, requires_grad=True), seqs > 0
+
+
+@pytest.mark.parametrize("noise", ["paper", "tempered", "none"])
+def test_straight_through_forward_is_the_hard_selection(noise):
+    table = torch.randn(100, 8)
+    filt = TokenFilter(table, D, top_k=4, noise=noise).train()
+    E, mask = E_and_mask()
+    sel = filt(E, mask, generator=torch.Generator().manual_seed(0))
+    assert sel.tokens.shape == (6, 4, 8) and sel.token_ids.shape == (6, 4)
+    assert torch.equal(sel.weights.detach(), torch.ones(6, 4))
+    assert torch.equal(sel.tokens.detach(), table[sel.token_ids])
+    assert len(set(sel.token_ids[0].tolist())) == 4  # K distinct tokens
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_align_projection_receives_gradient(k):
+    filt = TokenFilter(torch.randn(500, 8), D, top_k=k).train()
+    E, mask = E_and_mask()
+    sel = filt(E, mask, generator=torch.Generator().manual_seed(0))
+    (sel.tokens * torch.randn_like(sel.tokens)).sum().backward()
+    assert filt.align.weight.grad is not None and filt.align.weight.grad.abs().sum() > 0
+    assert E.grad.abs().sum() > 0  # and the interest vector, hence the backbone
+
+
+def test_evaluation_selects_deterministic_top_k_by_cosine():
+    table = torch.randn(300, 8)
+    filt = TokenFilter(table, D, top_k=5).eval()
+    E, mask = E_and_mask()
+    with torch.no_grad():
+        first, second = filt(E, mask), filt(E, mask)
+        s = filt.similarity(E, mask)
+    assert torch.equal(first.token_ids, second.token_ids)
+    assert torch.equal(first.token_ids, s.topk(5, dim=-1).indices)
+    assert torch.allclose(first.scores, s.topk(5, dim=-1).values)
+
+
+def test_prefilter_maps_back_to_full_vocabulary_ids():
+    table = torch.randn(100, 8)
+    keep = torch.arange(50, 100)
+    filt = TokenFilter(table, D, top_k=3, keep_ids=keep).eval()
+    E, mask = E_and_mask()
+    with torch.no_grad():
+        sel = filt(E, mask)
+    assert (sel.token_ids >= 50).all()
+    assert torch.equal(sel.tokens, table[sel.token_ids])
+
+
+def test_aligned_vocabulary_computed_once_per_evaluation():
+    model, plugin = model_with_plugin()
+    model.eval()
+    calls = []
+    plugin.experts[0].filter.align.register_forward_hook(lambda *a: calls.append(1))
+    for seed in range(4):
+        model.score_all(sequences(seed=seed))
+    assert len(calls) == 1
+    model.train()
+    model.loss(torch.cat([torch.zeros(6, 1, dtype=torch.long), sequences()], 1)).backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.eval()
+    model.score_all(sequences())
+    assert len(calls) == 3  # recomputed in training, and again after the weights changed
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_user_scores_independent_of_batch_and_deterministic(name):
+    model, plugin = model_with_plugin(name)
+    model.eval()
+    seqs = sequences()
+    together = model.score_all(seqs)
+    assert torch.equal(together, model.score_all(seqs))
+    alone = model.score_all(seqs[:1])
+    others = seqs.clone()
+    others[1:] = sequences(seed=9)[1:]
+    assert torch.allclose(together[0], alone[0], atol=1e-5)
+    assert torch.allclose(together[0], model.score_all(others)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+@pytest.mark.parametrize("placement", ["input", "after_first_block"])
+def test_training_step_finite_on_every_backbone(name, placement):
+    model, plugin = model_with_plugin(name, placement=placement)
+    model.train()
+    loss = model.loss(torch.cat([torch.zeros(6, 1, dtype=torch.long), sequences()], 1),
+                      torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(e.filter.align.weight.grad is not None for e in plugin.experts)
+
+
+def test_padding_positions_get_no_augmentation():
+    model, plugin = model_with_plugin()
+    plugin.eval()
+    E, mask = E_and_mask()
+    out = plugin(E, mask)
+    assert torch.equal(out[~mask], torch.zeros_like(out[~mask]))
+
+
+def test_fisher_matches_brute_force_loop():
+    model, plugin = model_with_plugin()
+    train = [s.numpy() for s in sequences(batch=10, length=MAX_LEN + 1)]
+    histories, targets = fisher_samples(train, 10, MAX_LEN)
+    for labels in ("observed", "sampled"):
+        fast = expert_fisher(model, plugin, histories, targets, labels=labels, chunk=4)
+        slow = expert_fisher(model, plugin, histories, targets, labels=labels, vectorise=False)
+        for f, s in zip(fast, slow):
+            for name in f:
+                assert torch.allclose(f[name], s[name], rtol=1e-4, atol=1e-12), name
+    # and against plain autograd, one sample at a time
+    model.eval()
+    manual = {n: torch.zeros_like(p) for n, p in plugin.experts[1].integration.named_parameters()}
+    for history, target in zip(histories, targets):
+        model.zero_grad()
+        logits = model.output_logits(model.user_representation(history[None]))[0]
+        logits = torch.cat([logits.new_full((1,), float("-inf")), logits[1:]])
+        torch.log_softmax(logits, -1)[target].backward()
+        for n, p in plugin.experts[1].integration.named_parameters():
+            manual[n] += p.grad ** 2
+    observed = expert_fisher(model, plugin, histories, targets)
+    for n in manual:
+        assert torch.allclose(observed[1][n], manual[n] / len(histories), rtol=1e-4, atol=1e-12), n
+
+
+def test_consensus_is_fisher_weighted_average_of_same_width_experts():
+    model, plugin = model_with_plugin()
+    assert plugin.consensus_group() == [1, 2]  # the two 16-d experts, not the 24-d one
+    fishers = [{n: torch.rand_like(p) for n, p in e.integration.named_parameters()} for e in plugin.experts]
+    consensus = build_consensus(plugin, fishers)
+    for name, param in consensus.integration.named_parameters():
+        a = dict(plugin.experts[1].integration.named_parameters())[name]
+        b = dict(plugin.experts[2].integration.named_parameters())[name]
+        fa, fb = fishers[1][name], fishers[2][name]
+        assert torch.allclose(param, (fa * a + fb * b) / (fa + fb))
+        assert not param.requires_grad
+    merged = fisher_merge([{"w": torch.tensor([1.0, 3.0])}, {"w": torch.tensor([3.0, 5.0])}],
+                          [{"w": torch.tensor([1.0, 0.0])}, {"w": torch.tensor([3.0, 0.0])}])
+    assert merged["w"].tolist() == [2.5, 4.0]  # zero Fisher everywhere: plain mean
+
+
+def test_consensus_and_tables_unchanged_by_training():
+    model, plugin = model_with_plugin()
+    fishers = [{n: torch.ones_like(p) for n, p in e.integration.named_parameters()} for e in plugin.experts]
+    plugin.set_consensus(build_consensus(plugin, fishers))
+    frozen = copy.deepcopy(plugin.consensus.integration.state_dict())
+    tables = [e.filter.vocab.clone() for e in plugin.experts]
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for step in range(3):
+        loss = model.loss(torch.cat([torch.zeros(6, 1, dtype=torch.long), sequences(seed=step)], 1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for name, value in plugin.consensus.integration.state_dict().items():
+        assert torch.equal(value, frozen[name]), name
+    for expert, table in zip(plugin.experts, tables):
+        assert torch.equal(expert.filter.vocab, table)
+    assert not any("vocab" in key for key in model.state_dict())  # tables never enter checkpoints
+
+
+def test_experts_share_one_table_tensor():
+    table = torch.randn(100, 8)
+    plugin = MLTFRPlugin([("a", table, None), ("a-again", table, None)], D, MLTFRConfig(top_k=2))
+    assert plugin.experts[0].filter.vocab.data_ptr() == plugin.experts[1].filter.vocab.data_ptr() == table.data_ptr()
+
+
+def test_two_rounds_build_consensus_and_freeze_it(tiny_split, tmp_path):
+    config = MLTFRConfig(top_k=2, fisher_samples=16)
+
+    def build():
+        torch.manual_seed(0)
+        model = build_backbone("sasrec", tiny_split.n_items, max_len=MAX_LEN)
+        plugin = MLTFRPlugin(synthetic_tables(), D, config)
+        model.attach_plugin(plugin)
+        return model, plugin
+
+    train = TrainConfig(epochs=2, batch_size=16, device="cpu")
+    result = train_two_rounds(build, tiny_split, train, config, tmp_path, {"test": True}, progress=False, log=None)
+    assert result["rounds"] == 2 and result["consensus"]["members"] == ["narrow-a", "narrow-b"]
+    assert (tmp_path / "fisher.pt").exists() and (tmp_path / "round2" / "checkpoint.pt").exists()
+    again = train_two_rounds(build, tiny_split, train, config, tmp_path, {"test": True}, progress=False, log=None)
+    assert again["test"] == result["test"]  # resumed from the stored rounds, same numbers
+    single = train_two_rounds(build, tiny_split, train, MLTFRConfig(top_k=2, consensus=False), None, {},
+                              progress=False, log=None)
+    assert single["rounds"] == 1
+
+
+def test_te_and_re_rows():
+    vocab = torch.randn(1000, 8) * torch.linspace(0.5, 3, 8) + 2.0
+    te = ItemTokenInjection(N_ITEMS, vocab, None, D, assignment_seed=3)
+    again = ItemTokenInjection(N_ITEMS, vocab, None, D, assignment_seed=3)
+    assert torch.equal(te.item_tokens, again.item_tokens)
+    assert torch.equal(te.item_tokens[1:], vocab[te.vocab_rows[1:]])
+    assert len(set(te.vocab_rows[1:].tolist())) == N_ITEMS
+    big_re = ItemTokenInjection(900, vocab, None, D, random_rows=True, assignment_seed=3)
+    big_te = ItemTokenInjection(900, vocab, None, D, assignment_seed=3)
+    assert big_re.item_tokens.shape == big_te.item_tokens.shape
+    assert torch.allclose(big_re.item_tokens[1:].std(0), big_te.item_tokens[1:].std(0), rtol=0.15)
+    assert torch.allclose(big_re.item_tokens[1:].mean(0), big_te.item_tokens[1:].mean(0), atol=0.3)
+    model = build_backbone("sasrec", N_ITEMS, max_len=MAX_LEN)
+    model.attach_plugin(te)
+    model.eval()
+    assert torch.isfinite(model.score_all(sequences())[:, 1:]).all()
