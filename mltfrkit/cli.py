@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
+    from mltfrkit.vocab.cli import add_vocab_parser
+
+    add_vocab_parser(sub)
+
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="named datasets and where their files come from").set_defaults(func=cmd_data_list)
     stats = data.add_parser("stats", help="Table 5 statistics")

@@ -18,8 +18,13 @@ def expert_sources(llms: str | list[str], n_experts: int) -> list[str]:
     return names[:n_experts]
 
 
-def load_expert_table(name: str, exclude_classes: tuple[str, ...] = ("special", "byte")):
-    """(frozen float32 (V, d) tensor, kept row ids) for a token source; shared across callers."""
+def load_expert_table(name: str, exclude_classes: tuple[str, ...] = ("special", "byte"),
+                      max_vocab: int | None = None):
+    """(frozen float32 (V, d) tensor, kept row ids) for a token source; shared across callers.
+
+    ``max_vocab`` keeps the first N tokens that pass the class filter, in id order (BPE merge
+    order / SentencePiece score order, i.e. roughly by frequency): a speed knob, since every
+    training step projects and scores every kept token."""
     from mltfrkit.vocab import load_table
 
     table = load_table(name)
@@ -28,7 +33,8 @@ def load_expert_table(name: str, exclude_classes: tuple[str, ...] = ("special", 
         matrix = torch.from_numpy(np.asarray(table.matrix, dtype=np.float32))
         keep = torch.from_numpy(np.flatnonzero(table.keep_mask(exclude=tuple(exclude_classes))))
         _SHARED[key] = (matrix, keep)
-    return _SHARED[key]
+    matrix, keep = _SHARED[key]
+    return matrix, keep[:max_vocab] if max_vocab else keep
 
 
 def table_reference(name: str) -> dict:
