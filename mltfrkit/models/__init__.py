@@ -5,10 +5,20 @@ from __future__ import annotations
 from dataclasses import fields
 
 from mltfrkit.models.base import BackboneConfig, SequentialRecommender
+from mltfrkit.models.bert4rec import BERT4Rec, BERT4RecConfig
+from mltfrkit.models.bsarec import BSARec, BSARecConfig
+from mltfrkit.models.cl4srec import CL4SRec, CL4SRecConfig
+from mltfrkit.models.fmlprec import FMLPRec, FMLPRecConfig
+from mltfrkit.models.linrec import LinRec, LinRecConfig
 from mltfrkit.models.sasrec import SASRec, SASRecConfig
 
 BACKBONES: dict[str, type[SequentialRecommender]] = {
     "sasrec": SASRec,
+    "bert4rec": BERT4Rec,
+    "fmlprec": FMLPRec,
+    "linrec": LinRec,
+    "cl4srec": CL4SRec,
+    "bsarec": BSARec,
 }
 
 
@@ -37,5 +47,6 @@ def build_backbone(name: str, n_items: int, **overrides) -> SequentialRecommende
     return backbone_class(name)(n_items, make_config(name, **overrides))
 
 
-__all__ = ["BACKBONES", "BackboneConfig", "SASRec", "SASRecConfig", "SequentialRecommender", "backbone_class",
-           "backbone_names", "build_backbone", "make_config"]
+__all__ = ["BACKBONES", "BERT4Rec", "BERT4RecConfig", "BSARec", "BSARecConfig", "BackboneConfig", "CL4SRec",
+           "CL4SRecConfig", "FMLPRec", "FMLPRecConfig", "LinRec", "LinRecConfig", "SASRec", "SASRecConfig",
+           "SequentialRecommender", "backbone_class", "backbone_names", "build_backbone", "make_config"]

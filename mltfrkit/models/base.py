@@ -109,10 +109,14 @@ class SequentialRecommender(nn.Module):
             logits[:, 0] = float("-inf")
             return F.cross_entropy(logits, targets[valid])
         negatives = sample_negatives(targets, seqs, self.n_items, generator)
-        table = self.item_embeddings()
-        pos = (hidden * table[targets]).sum(-1)[valid]
-        neg = (hidden * table[negatives]).sum(-1)[valid]
+        pos = self.pair_scores(hidden[valid], targets[valid])
+        neg = self.pair_scores(hidden[valid], negatives[valid])
         return F.softplus(-pos).mean() + F.softplus(neg).mean()  # -log sigmoid(pos) - log(1 - sigmoid(neg))
+
+    def pair_scores(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Scores of given items: (N, d) hidden states and (N,) item ids -> (N,). Must agree with
+        ``output_logits`` (a backbone with an output head or bias overrides both)."""
+        return (hidden * self.item_embeddings()[items]).sum(-1)
 
 
 def sample_negatives(targets: torch.Tensor, seqs: torch.Tensor, n_items: int, generator: torch.Generator | None,
@@ -164,12 +168,147 @@ class MultiHeadSelfAttention(nn.Module):
 
 
 class PointWiseFeedForward(nn.Module):
-    def __init__(self, hidden_size: int, dropout: float, inner: int | None = None, activation: str = "relu"):
+    """fc2(act(fc1 x)) with dropout after fc2, and after the activation too unless ``inner_dropout=False``
+    (SASRec drops out both; BERT, FMLP-Rec and BSARec only the output)."""
+
+    def __init__(self, hidden_size: int, dropout: float, inner: int | None = None, activation: str = "relu",
+                 inner_dropout: bool = True):
         super().__init__()
         inner = inner or hidden_size
         self.fc1, self.fc2 = nn.Linear(hidden_size, inner), nn.Linear(inner, hidden_size)
         self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
         self.dropout = nn.Dropout(dropout)
+        self.inner_dropout = inner_dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(x)))))
+        inner = self.act(self.fc1(x))
+        return self.dropout(self.fc2(self.dropout(inner) if self.inner_dropout else inner))
+
+
+# -- shared by the BERT-style backbones (BERT4Rec, LinRec, FMLP-Rec, BSARec) ----------------
+
+def prefix_windows(seqs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """(N, L) windows, one per True entry (row, t) of the (B, L) boolean ``positions``: the items
+    ``seqs[row, : t + 1]`` right-aligned and left-padded to L, i.e. that prefix as its own sequence."""
+    L = seqs.shape[1]
+    rows, ends = positions.nonzero(as_tuple=True)
+    cols = ends.unsqueeze(1) + torch.arange(1 - L, 1, device=seqs.device)  # (N, L): end - (L-1) .. end
+    windows = seqs[rows.unsqueeze(1), cols.clamp(min=0)]
+    return windows.masked_fill(cols < 0, 0)
+
+
+class PostNormSublayer(nn.Module):
+    """BERT-style residual sublayer: LayerNorm(x + dropout(mix(x))). Subclasses define ``mix``:
+    softmax attention, L2-normalised linear attention (LinRec), a frequency filter (FMLP-Rec, BSARec)."""
+
+    def __init__(self, hidden_size: int, dropout: float, eps: float = 1e-12):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+
+    def mix(self, x: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.mix(x, mask, allowed)))
+
+
+class PostNormSelfAttention(PostNormSublayer):
+    """Multi-head softmax self-attention (dropout on the attention weights too) as a post-LN sublayer."""
+
+    def __init__(self, hidden_size: int, n_heads: int, dropout: float):
+        super().__init__(hidden_size, dropout)
+        self.attention = MultiHeadSelfAttention(hidden_size, n_heads, dropout)
+
+    def mix(self, x: torch.Tensor, mask: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        return self.attention(x, x, allowed)
+
+
+class PostNormFeedForward(nn.Module):
+    """LayerNorm(x + dropout(W2 GELU(W1 x + b1) + b2)), inner size 4d: BERT's feed-forward sublayer."""
+
+    def __init__(self, hidden_size: int, dropout: float, inner: int | None = None):
+        super().__init__()
+        self.ffn = PointWiseFeedForward(hidden_size, dropout, inner or 4 * hidden_size, "gelu", inner_dropout=False)
+        self.norm = nn.LayerNorm(hidden_size, eps=1e-12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.ffn(x))
+
+
+class PostNormBackbone(SequentialRecommender):
+    """Skeleton of the BERT-style backbones: E = dropout(LayerNorm(item + learned position)), then
+    ``n_layers`` blocks of [mixer sublayer, feed-forward sublayer], both post-LN; weights drawn from
+    N(0, initializer_range), biases 0, LayerNorm 1/0 (BERT's initialisation). Subclasses provide
+    ``make_mixer`` and may reserve extra item rows (BERT4Rec's [MASK]).
+
+    The config must have ``n_layers`` and ``initializer_range``. Weight initialisation touches only
+    the modules built here, once, at construction: a plug-in attached later is never re-initialised.
+    """
+
+    extra_item_rows = 0
+    causal_attention: bool | None = True  # the attention mask handed to mixers; None: mixers use none
+
+    def __init__(self, n_items: int, config: BackboneConfig):
+        super().__init__(n_items, config)
+        d = config.hidden_size
+        self.item_emb = nn.Embedding(n_items + 1 + self.extra_item_rows, d, padding_idx=0)
+        self.pos_emb = nn.Embedding(config.max_len, d)
+        self.emb_norm = nn.LayerNorm(d, eps=1e-12)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.mixers = nn.ModuleList(self.make_mixer(index) for index in range(config.n_layers))
+        self.ffns = nn.ModuleList(PostNormFeedForward(d, config.dropout) for _ in range(config.n_layers))
+        self.apply(self.init_weights)
+
+    def make_mixer(self, index: int) -> nn.Module:
+        """The sequence-mixing sublayer of block ``index``: called as ``mixer(x, mask, allowed)``."""
+        raise NotImplementedError
+
+    def init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+
+    def embed(self, seqs: torch.Tensor) -> torch.Tensor:
+        """E: the input representation the plug-in hook sees."""
+        positions = torch.arange(seqs.shape[1], device=seqs.device)
+        return self.emb_dropout(self.emb_norm(self.item_emb(seqs) + self.pos_emb(positions)))
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        mask = seqs > 0
+        allowed = None if self.causal_attention is None else causal_padding_mask(mask, self.causal_attention)
+        x = self.apply_plugin(self.embed(seqs), mask, "input", seqs)
+        for index, (mixer, ffn) in enumerate(zip(self.mixers, self.ffns)):
+            x = ffn(mixer(x, mask, allowed))
+            if index == 0:
+                x = self.apply_plugin(x, mask, "after_first_block", seqs)
+        return x
+
+
+class PrefixEncodedMixin:
+    """For encoders whose mixing is not causal although they predict the next item (the FFT filters
+    of FMLP-Rec and BSARec mix every position of the window with every other). Running them once
+    over a training sequence would let position t see the item it must predict. As in those
+    papers' code (every prefix of a training sequence is its own sample), the hidden state at
+    position t is computed from the prefix ending at t, right-aligned in its own window, so the
+    next-item loss at every position is leak-free and ``encode`` is causal; the user
+    representation is the plain encoder's last position. Cost: one window per non-padding
+    position in training (none extra at evaluation). Put before the backbone class in the bases.
+    """
+
+    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+        positions = seqs > 0
+        last = super().encode(prefix_windows(seqs, positions))[:, -1]
+        hidden = last.new_zeros(*seqs.shape, last.shape[-1])
+        hidden[positions] = last
+        return hidden
+
+    def user_representation(self, seqs: torch.Tensor) -> torch.Tensor:
+        return super().encode(seqs)[:, -1]
