@@ -46,6 +46,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from mltfrkit.mltfr.diagnostics import selection_diagnostic
+    from mltfrkit.runs import load_trained
+
+    _, split, model = load_trained(args.run_dir, args.data_dir)
+    if model.plugin is None or not hasattr(model.plugin, "experts"):
+        raise ValueError(f"{args.run_dir} is not an MLTFR run: nothing selects tokens there")
+    histories, _ = split.eval_pairs("test")
+    table = selection_diagnostic(model, histories, top_k=args.top_k, seed=args.seed)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     for spec in DATASETS.values():
         print(f"{spec.name:10s} {', '.join(spec.files):50s} {spec.origin}")
@@ -98,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_vocab_parser(sub)
 
+    diagnose = sub.add_parser("diagnose", help="selection sharpness of a trained MLTFR run, per noise mode")
+    diagnose.add_argument("run_dir")
+    diagnose.add_argument("--data-dir", default=None)
+    diagnose.add_argument("--top-k", type=int, default=None)
+    diagnose.add_argument("--seed", type=int, default=0)
+    diagnose.set_defaults(func=cmd_diagnose)
+
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="named datasets and where their files come from").set_defaults(func=cmd_data_list)
     stats = data.add_parser("stats", help="Table 5 statistics")
@@ -111,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (KeyError, TypeError, ValueError, DatasetNotFoundError, EmptyDatasetError, MalformedInputError) as error:
+    except (KeyError, TypeError, ValueError, FileNotFoundError, DatasetNotFoundError, EmptyDatasetError,
+            MalformedInputError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mltfrkit: error: {message}", file=sys.stderr)
         return 2

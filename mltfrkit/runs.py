@@ -101,11 +101,17 @@ def build_model(spec: RunSpec, n_items: int):
     return model, plugin
 
 
+def run_dir_for(spec: RunSpec, split, root: str | os.PathLike | None = None) -> Path:
+    """The directory a run lives in: ``<root>/<dataset>-<backbone>-<plugin>-<key>`` (no training)."""
+    return runs_root(root) / f"{split.name}-{spec.backbone.lower()}-{spec.plugin}-{spec.key(split.source_sha256)}"
+
+
 def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
-                 root: str | os.PathLike | None = None, progress: bool = True, log=print) -> dict:
-    split = load_dataset(spec.dataset, data_dir)
+                 root: str | os.PathLike | None = None, progress: bool = True, log=print, split=None) -> dict:
+    """Train (or resume) a run; ``split`` is an already loaded dataset (saves re-reading it)."""
+    split = split if split is not None else load_dataset(spec.dataset, data_dir)
     config = spec.to_dict(split.source_sha256)
-    run_dir = runs_root(root) / f"{split.name}-{spec.backbone.lower()}-{spec.plugin}-{spec.key(split.source_sha256)}"
+    run_dir = run_dir_for(spec, split, root)
     model, plugin = build_model(spec, split.n_items)
     if log:
         stats = split.stats()
@@ -129,3 +135,38 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
     if out:
         write_result(out, result)
     return result
+
+
+def spec_from_config(config: dict) -> RunSpec:
+    """Rebuild a RunSpec from a stored result's (or checkpoint's) config."""
+    train = dict(config["train"])
+    train["ks"] = tuple(train["ks"])
+    return RunSpec(dataset=config["dataset"], backbone=config["backbone"], model=dict(config["model"]),
+                   train=TrainConfig(**train), plugin=config.get("plugin", "none"),
+                   plugin_options=dict(config.get("plugin_options") or {}))
+
+
+def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None):
+    """(spec, split, model) of a finished or interrupted run, with its selected (best) weights:
+    nothing is retrained. For MLTFR runs the consensus expert is rebuilt from round 1's weights
+    and the stored Fisher estimate, then round 2's weights are loaded."""
+    import torch
+
+    run_dir = Path(run_dir)
+    stages = [run_dir / "round1", run_dir / "round2"] if (run_dir / "round1").exists() else [run_dir]
+    stages = [s for s in stages if (s / "checkpoint.pt").exists()]
+    if not stages:
+        raise FileNotFoundError(f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
+    first = torch.load(stages[0] / "checkpoint.pt", map_location="cpu", weights_only=False)
+    spec = spec_from_config({k: v for k, v in first["config"].items() if k != "round"})
+    split = load_dataset(spec.dataset, data_dir)
+    model, plugin = build_model(spec, split.n_items)
+    for index, stage in enumerate(stages):
+        saved = first if index == 0 else torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)
+        if index == 1:
+            from mltfrkit.mltfr import build_consensus
+
+            plugin.set_consensus(build_consensus(plugin, torch.load(run_dir / "fisher.pt", weights_only=True)))
+        model.load_state_dict(saved["state"]["best_state"] or saved["model"])
+    model.eval()
+    return spec, split, model

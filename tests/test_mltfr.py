@@ -244,3 +244,43 @@ def test_te_and_re_rows():
     model.attach_plugin(te)
     model.eval()
     assert torch.isfinite(model.score_all(sequences())[:, 1:]).all()
+
+
+def test_selection_diagnostic_orders_noise_modes():
+    from mltfrkit.mltfr.diagnostics import selection_diagnostic
+
+    model, plugin = model_with_plugin(top_k=2)
+    g = torch.Generator().manual_seed(4)
+    histories = [torch.randint(1, N_ITEMS + 1, (int(n),), generator=g).numpy()
+                 for n in torch.randint(1, MAX_LEN + 1, (40,), generator=g)]
+    table = selection_diagnostic(model, histories, seed=0)
+    assert set(table["noise"]) == {"paper", "tempered", "none"} and len(table) == 3 * len(plugin.experts)
+    by_mode = table.groupby("noise")["mean_percentile"].mean()
+    for row in table[table["noise"] == "none"].itertuples():  # deterministic top-K: the K most similar tokens
+        assert row.mean_percentile == pytest.approx(100 * (row.V - (row.K + 1) / 2) / row.V)
+    assert by_mode["paper"] < by_mode["none"]
+    assert ((table["vocab_fraction_selected"] > 0) & (table["vocab_fraction_selected"] <= 1)).all()
+
+
+def test_load_trained_restores_selected_weights(tiny_split, tmp_path, monkeypatch):
+    """A stored two-round run reloads with the same test scores, without retraining."""
+    import numpy as np
+
+    import mltfrkit.mltfr.tables as tables
+    from mltfrkit.runs import RunSpec, load_trained, run_training
+    from mltfrkit.train.metrics import evaluate
+
+    fake = {"wide": torch.randn(200, 24), "narrow-a": torch.randn(300, 16), "narrow-b": torch.randn(150, 16)}
+    monkeypatch.setattr(tables, "expert_sources", lambda llms, n: list(fake)[:n])
+    monkeypatch.setattr(tables, "load_expert_table",
+                        lambda name, exclude=(), cap=None: (fake[name], torch.arange(fake[name].shape[0])))
+    monkeypatch.setattr(tables, "table_reference", lambda name: {"name": name, "sha256": "synthetic"})
+    monkeypatch.setattr("mltfrkit.runs.load_dataset", lambda name, data_dir=None: tiny_split)
+    spec = RunSpec("tiny", "sasrec", model={"max_len": MAX_LEN}, train=TrainConfig(epochs=2, batch_size=16),
+                   plugin="mltfr", plugin_options={"n_experts": 3, "top_k": 2, "fisher_samples": 16})
+    result = run_training(spec, root=tmp_path, progress=False, log=None)
+    assert result["rounds"] == 2
+    _, split, model = load_trained(result["run_dir"])
+    assert model.plugin.consensus is not None
+    hist, targets = split.eval_pairs("test")
+    assert evaluate(model, hist, targets) == result["test"]

@@ -85,16 +85,23 @@ class TokenFilter(nn.Module):
         """Eq. (3): (B, V') cosine between each user's interest and every kept token."""
         return F.normalize(interest_vector(E, mask), dim=-1) @ self.aligned_vocab().T
 
+    def selection_logits(self, s: torch.Tensor, noise: str, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Eq. (4) and its variants: the routing logits whose top-K is the selection."""
+        if noise == "paper":
+            return (s + gumbel_like(s, generator)) / self.tau
+        if noise == "tempered":
+            return s / self.tau + gumbel_like(s, generator)
+        return s / self.tau
+
     def forward(self, E: torch.Tensor, mask: torch.Tensor, top_k: int | None = None, noise: str | None = None,
                 generator: torch.Generator | None = None) -> Selection:
         top_k = top_k or self.top_k
-        noise = noise or self.noise
         s = self.similarity(E, mask)
-        if self.training and noise != "none":
-            g = gumbel_like(s, generator)
-            logits = (s + g) / self.tau if noise == "paper" else s / self.tau + g
-        else:
-            logits = s / self.tau
+        if not self.training:  # evaluation: no noise, deterministic top-K, hard weights (exactly 1)
+            scores, picked = s.topk(top_k, dim=-1)
+            return Selection(token_ids=self.keep_ids[picked], scores=scores, weights=torch.ones_like(scores),
+                             tokens=self.vocab[picked].to(E.dtype))
+        logits = self.selection_logits(s, noise or self.noise, generator)
         picked_logits, picked = logits.topk(top_k, dim=-1)
         # Soft probability of the picked tokens only: softmax's normaliser without a B x V softmax.
         soft = torch.exp(picked_logits - torch.logsumexp(logits, dim=-1, keepdim=True))

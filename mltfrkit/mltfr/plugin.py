@@ -100,6 +100,10 @@ class MLTFRPlugin(nn.Module):
             self.last = {"selections": selections, "gates": gates.detach()}
         return output * mask.unsqueeze(-1).to(output.dtype)
 
+    def eval_bytes_per_user(self) -> int:
+        """Evaluation memory per user: each expert's similarity row and its top-K workspace."""
+        return sum(3 * 4 * expert.filter.vocab.shape[0] for expert in self.experts)
+
     def same_width_groups(self) -> list[list[int]]:
         """Experts grouped by d_llm: only same-width experts can be merged parameter-wise."""
         groups: dict[int, list[int]] = {}

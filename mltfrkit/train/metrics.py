@@ -43,9 +43,10 @@ def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = (5, 10, 20)) -> di
     return out
 
 
-def users_per_chunk(n_items: int, max_bytes: int) -> int:
-    """How many users' score rows fit the memory budget (scores plus a comparison mask)."""
-    per_user = (n_items + 1) * (4 + 1) * 2
+def users_per_chunk(n_items: int, max_bytes: int, extra_per_user: int = 0) -> int:
+    """How many users fit the memory budget: score rows, a comparison mask, and whatever the
+    model itself holds per user (a plug-in's user x vocabulary similarities)."""
+    per_user = (n_items + 1) * (4 + 1) * 2 + extra_per_user
     return max(1, min(4096, max_bytes // per_user))
 
 
@@ -57,7 +58,8 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
     was_training = model.training
     model.eval()
     max_len = max_len or model.config.max_len
-    chunk = users_per_chunk(model.n_items, max_bytes)
+    plugin = getattr(model, "plugin", None)
+    chunk = users_per_chunk(model.n_items, max_bytes, getattr(plugin, "eval_bytes_per_user", lambda: 0)())
     ranks = []
     for start in range(0, len(histories), chunk):
         batch_hist = histories[start:start + chunk]
