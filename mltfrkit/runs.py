@@ -86,7 +86,7 @@ def build_model(spec: RunSpec, n_items: int):
         from mltfrkit.mltfr.tables import load_expert_table
 
         config = spec.mltfr_config()
-        tables = [(name, *load_expert_table(name, config.exclude_classes, config.max_vocab))
+        tables = [(name, *load_expert_table(name, config.exclude_classes, config.max_vocab, config.precision))
                   for name in spec.token_sources()]
         plugin = MLTFRPlugin(tables, model.config.hidden_size, config)
         model.attach_plugin(plugin, config.placement)

@@ -273,7 +273,7 @@ def test_load_trained_restores_selected_weights(tiny_split, tmp_path, monkeypatc
     fake = {"wide": torch.randn(200, 24), "narrow-a": torch.randn(300, 16), "narrow-b": torch.randn(150, 16)}
     monkeypatch.setattr(tables, "expert_sources", lambda llms, n: list(fake)[:n])
     monkeypatch.setattr(tables, "load_expert_table",
-                        lambda name, exclude=(), cap=None: (fake[name], torch.arange(fake[name].shape[0])))
+                        lambda name, *options: (fake[name], torch.arange(fake[name].shape[0])))
     monkeypatch.setattr(tables, "table_reference", lambda name: {"name": name, "sha256": "synthetic"})
     monkeypatch.setattr("mltfrkit.runs.load_dataset", lambda name, data_dir=None: tiny_split)
     spec = RunSpec("tiny", "sasrec", model={"max_len": MAX_LEN}, train=TrainConfig(epochs=2, batch_size=16),
@@ -284,3 +284,21 @@ def test_load_trained_restores_selected_weights(tiny_split, tmp_path, monkeypatc
     assert model.plugin.consensus is not None
     hist, targets = split.eval_pairs("test")
     assert evaluate(model, hist, targets) == result["test"]
+
+
+def test_bfloat16_precision_matches_float32_selection():
+    torch.manual_seed(0)
+    table = torch.randn(2000, 32)
+    exact = TokenFilter(table, D, top_k=5).eval()
+    fast = TokenFilter(table.bfloat16(), D, top_k=5).eval()
+    fast.load_state_dict(exact.state_dict())
+    E, mask = E_and_mask()
+    with torch.no_grad():
+        s_exact, s_fast = exact.similarity(E, mask), fast.similarity(E, mask)
+    assert s_fast.dtype == torch.float32 and (s_exact - s_fast).abs().max() < 2e-2
+    assert exact(E, mask).token_ids[:, 0].eq(fast(E, mask).token_ids[:, 0]).float().mean() >= 0.8
+    fast.train()
+    sel = fast(E, mask, generator=torch.Generator().manual_seed(0))
+    assert sel.tokens.dtype == torch.float32
+    sel.tokens.sum().backward()
+    assert fast.align.weight.grad is not None and torch.isfinite(fast.align.weight.grad).all()

@@ -29,6 +29,7 @@ class MLTFRConfig:
     placement: str = "input"  # "input" = eq. 18; "after_first_block" = the authors' code
     exclude_classes: tuple[str, ...] = ("special", "byte")  # vocabulary pre-filter by token class
     max_vocab: int | None = None  # optional cap: the first N kept tokens per source (speed knob)
+    precision: str = "float32"  # "bfloat16": tables and the vocabulary projection in bfloat16 (speed knob)
     fisher_samples: int = 512  # training users used to estimate the Fisher information
     fisher_labels: str = "observed"  # "observed" (empirical Fisher) or "sampled" (from the model)
     round2: str = "continue"  # "continue" (Algorithm 1) or "restart" (the authors' code)

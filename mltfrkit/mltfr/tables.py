@@ -19,7 +19,7 @@ def expert_sources(llms: str | list[str], n_experts: int) -> list[str]:
 
 
 def load_expert_table(name: str, exclude_classes: tuple[str, ...] = ("special", "byte"),
-                      max_vocab: int | None = None):
+                      max_vocab: int | None = None, precision: str = "float32"):
     """(frozen float32 (V, d) tensor, kept row ids) for a token source; shared across callers.
 
     ``max_vocab`` keeps the first N tokens that pass the class filter, in id order (BPE merge
@@ -28,9 +28,10 @@ def load_expert_table(name: str, exclude_classes: tuple[str, ...] = ("special", 
     from mltfrkit.vocab import load_table
 
     table = load_table(name)
-    key = (table.name, table.meta.get("sha256"), tuple(sorted(exclude_classes)))
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[precision]
+    key = (table.name, table.meta.get("sha256"), tuple(sorted(exclude_classes)), precision)
     if key not in _SHARED:
-        matrix = torch.from_numpy(np.asarray(table.matrix, dtype=np.float32))
+        matrix = torch.from_numpy(np.asarray(table.matrix, dtype=np.float32)).to(dtype)
         keep = torch.from_numpy(np.flatnonzero(table.keep_mask(exclude=tuple(exclude_classes))))
         _SHARED[key] = (matrix, keep)
     matrix, keep = _SHARED[key]

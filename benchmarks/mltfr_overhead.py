@@ -1,0 +1,109 @@
+"""MLTFR's cost over its backbone, measured side by side in one run.
+
+For each configuration (backbone alone, + MLTFR with the offline preset's first 4 experts,
++ all 6), a fresh subprocess builds the model on Pantry, times training steps (batch 128) and
+full-ranking evaluation, and reports its peak resident memory. Ratios are against the
+backbone alone, measured in the same run. Options add rows for the speed knobs
+(``--precision bfloat16``, ``--max-vocab N``).
+
+    python benchmarks/mltfr_overhead.py --data-dir ../shared/data [--backbones sasrec bert4rec]
+
+The last line reads ``RATIOS step4=<x> step6=<y> eval=<z> peak6_gb=<m>`` (SASRec, first option set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+
+def measure(backbone: str, experts: int, data_dir: str, steps: int, eval_users: int, precision: str,
+            max_vocab: int | None, threads: int) -> dict:
+    import torch
+
+    from mltfrkit.data import load_dataset
+    from mltfrkit.runs import RunSpec, build_model
+    from mltfrkit.train.metrics import evaluate
+    from mltfrkit.train.trainer import training_sequences
+
+    torch.set_num_threads(threads)
+    split = load_dataset("Pantry", data_dir)
+    data = training_sequences(split, 50)
+    options = {"n_experts": experts, "precision": precision, "max_vocab": max_vocab}
+    spec = RunSpec("Pantry", backbone, plugin="mltfr" if experts else "none",
+                   plugin_options=options if experts else {})
+    model, _ = build_model(spec, split.n_items)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    times = []
+    for step in range(steps + 2):  # two warm-up steps
+        batch = data[(step * 128) % (len(data) - 128):][:128]
+        began = time.perf_counter()
+        loss = model.loss(batch, generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - began)
+    hist, targets = split.eval_pairs("test")
+    began = time.perf_counter()
+    evaluate(model, hist[:eval_users], targets[:eval_users])
+    eval_seconds = time.perf_counter() - began
+    return {"step_ms": 1000 * sorted(times[2:])[len(times[2:]) // 2],
+            "eval_users_per_s": min(eval_users, len(hist)) / eval_seconds,
+            "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default="../shared/data")
+    parser.add_argument("--backbones", nargs="+", default=["sasrec", "bert4rec"])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eval-users", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", nargs="+", default=["float32:none", "bfloat16:none", "bfloat16:32000"],
+                        help="precision:max_vocab pairs to measure")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(**json.loads(args.child))))
+        return
+
+    def run(backbone, experts, precision="float32", max_vocab=None):
+        child = {"backbone": backbone, "experts": experts, "data_dir": args.data_dir, "steps": args.steps,
+                 "eval_users": args.eval_users, "precision": precision, "max_vocab": max_vocab,
+                 "threads": args.threads}
+        out = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", json.dumps(child)],
+                             check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    print(f"{'backbone':9s} {'experts':>7s} {'precision':>9s} {'max_vocab':>9s} {'step ms':>8s} {'x step':>7s} "
+          f"{'eval u/s':>9s} {'x eval':>7s} {'peak GB':>8s}")
+    summary = None
+    for backbone in args.backbones:
+        base = run(backbone, 0)
+        print(f"{backbone:9s} {0:7d} {'-':>9s} {'-':>9s} {base['step_ms']:8.0f} {1:7.2f} "
+              f"{base['eval_users_per_s']:9.0f} {1:7.2f} {base['peak_gb']:8.2f}", flush=True)
+        for variant in args.variants:
+            precision, cap = variant.split(":")
+            cap = None if cap == "none" else int(cap)
+            row = {}
+            for experts in (4, 6):
+                r = run(backbone, experts, precision, cap)
+                row[experts] = r
+                print(f"{backbone:9s} {experts:7d} {precision:>9s} {str(cap):>9s} {r['step_ms']:8.0f} "
+                      f"{r['step_ms'] / base['step_ms']:7.2f} {r['eval_users_per_s']:9.0f} "
+                      f"{base['eval_users_per_s'] / r['eval_users_per_s']:7.2f} {r['peak_gb']:8.2f}", flush=True)
+            if summary is None and backbone == "sasrec":
+                summary = (row[4]["step_ms"] / base["step_ms"], row[6]["step_ms"] / base["step_ms"],
+                           base["eval_users_per_s"] / row[4]["eval_users_per_s"], row[6]["peak_gb"])
+    if summary:
+        print("RATIOS step4={:.2f} step6={:.2f} eval={:.2f} peak6_gb={:.2f}".format(*summary))
+
+
+if __name__ == "__main__":
+    main()
