@@ -21,14 +21,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	# The browser test drives Debian's Chromium (never a downloaded browser build).
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium > /dev/null)
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 run: setup
-	$(VENV)/bin/mltfrkit train --dataset $(DATASET) --backbone sasrec --out runs/sasrec-$(DATASET).json
+	$(PY) scripts/run_notebooks.py --datasets $(DATASET)
 
 test: setup
 	MLTFR_SHARED_DATA=$(SHARED_DATA) MLTFR_TEST_CACHE_DIR=$(TEST_CACHE) $(PY) -m pytest tests
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs papermill_runs figures test-artifacts

@@ -1,0 +1,132 @@
+"""The result store: every run is looked up on disk before anything is trained.
+
+A run's identity is the hash of its full configuration and of the data's content
+(:meth:`mltfrkit.runs.RunSpec.key`), inside a directory per code version
+(``<root>/mltfrkit-<version>/``), so a change of ``mltfrkit.__version__`` never mixes results of
+different code. The store does not train by itself: it asks :func:`mltfrkit.runs.run_training`,
+which checkpoints every epoch, so an interrupted sweep resumes where it stopped and a re-executed
+notebook trains nothing.
+
+    >>> store = ResultStore()                       # $MLTFR_RUNS_DIR, else <cache>/runs
+    >>> result = store.ensure(RunSpec("ml-100k"))   # trains only if result.json is missing
+    >>> store.records()                             # every stored run as a pandas table
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+import mltfrkit
+from mltfrkit.data import load_dataset
+from mltfrkit.runs import RunSpec, run_dir_for, run_training, runs_root
+
+RESULT = "result.json"
+METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
+
+def code_version() -> str:
+    return mltfrkit.__version__
+
+
+class ResultStore:
+    """Results on disk, keyed by configuration + data + code version; trains what is missing."""
+
+    def __init__(self, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
+                 progress: bool = True, log: Callable[[str], None] | None = print):
+        self.base = runs_root(root)
+        self.root = self.base / f"mltfrkit-{code_version()}"
+        self.data_dir = data_dir
+        self.progress = progress
+        self.log = log
+        self._splits: dict[str, object] = {}
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.root)!r})"
+
+    # -- lookup ------------------------------------------------------------------------
+    def split(self, dataset: str):
+        """The prepared dataset (loaded once per store); raises the library's missing-file error."""
+        if dataset.lower() not in self._splits:
+            self._splits[dataset.lower()] = load_dataset(dataset, self.data_dir)
+        return self._splits[dataset.lower()]
+
+    def run_dir(self, spec: RunSpec) -> Path:
+        return run_dir_for(spec, self.split(spec.dataset), self.root)
+
+    def get(self, spec: RunSpec) -> dict | None:
+        """The stored result, or None if the run has not finished (or never started)."""
+        path = self.run_dir(spec) / RESULT
+        if not path.exists():
+            return None
+        result = json.loads(path.read_text())
+        result["run_dir"] = str(path.parent)
+        return result
+
+    def has(self, spec: RunSpec) -> bool:
+        return (self.run_dir(spec) / RESULT).exists()
+
+    # -- training ----------------------------------------------------------------------
+    def ensure(self, spec: RunSpec) -> dict:
+        """The stored result, training (or resuming) the run first if it is missing."""
+        result = self.get(spec)
+        if result is not None:
+            return result
+        self.root.mkdir(parents=True, exist_ok=True)
+        result = run_training(spec, data_dir=self.data_dir, root=self.root, progress=self.progress,
+                              log=self.log, split=self.split(spec.dataset))
+        return result
+
+    def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs") -> list[dict]:
+        """Results for several specs in order, one at a time (stored ones cost nothing)."""
+        specs = list(specs)
+        missing = sum(not self.has(s) for s in specs)
+        if self.log and specs:
+            self.log(f"{desc}: {len(specs)} runs, {len(specs) - missing} stored, {missing} to train in {self.root}")
+        results = []
+        for spec in tqdm(specs, desc=desc, disable=not self.progress or missing == 0):
+            results.append(self.ensure(spec))
+        return results
+
+    # -- tables ------------------------------------------------------------------------
+    def result_files(self) -> list[Path]:
+        return sorted(self.root.glob(f"*/{RESULT}")) if self.root.exists() else []
+
+    def records(self, results: Iterable[dict] | None = None) -> pd.DataFrame:
+        """One row per run (every stored run, or the given results): identity, options, metrics."""
+        if results is None:
+            results = []
+            for path in self.result_files():
+                result = json.loads(path.read_text())
+                result["run_dir"] = str(path.parent)
+                results.append(result)
+        rows = [flatten(result) for result in results]
+        return pd.DataFrame(rows)
+
+
+def flatten(result: dict) -> dict:
+    """A result JSON as one table row."""
+    config = result["config"]
+    options = config.get("plugin_options", {})
+    row = {"dataset": config["dataset"], "backbone": config["backbone"], "plugin": config.get("plugin", "none"),
+           "seed": config["train"]["seed"], "epochs": config["train"]["epochs"],
+           "llms": _as_text(options.get("llms")) if config.get("plugin") == "mltfr" else options.get("llm"),
+           "n_experts": options.get("n_experts"), "top_k": options.get("top_k"),
+           "noise": options.get("noise"), "consensus": options.get("consensus"),
+           "rounds": result.get("rounds"), "best_epoch": result.get("best_epoch"),
+           "seconds": result.get("seconds"), "run_dir": result.get("run_dir")}
+    for metric in METRICS:
+        row[metric] = result["test"].get(metric)
+        row[f"valid {metric}"] = result.get("best_valid", {}).get(metric)
+    return row
+
+
+def _as_text(value) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else ",".join(value)

@@ -1,0 +1,168 @@
+"""Figures for the notebooks, drawn from the tables of :mod:`mltfrkit.experiments`.
+
+Every ``plot_*`` returns a matplotlib Figure; :func:`save_figure` writes it as PNG and PDF into
+``figures/`` (or ``$MLTFR_FIGURES_DIR``) with the dataset in the file name, e.g.
+``figures/table2-ml-100k.png``; :func:`save_table` writes the table beside it as CSV.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("HR@20", "NDCG@20")
+
+
+def _plt():
+    import matplotlib.pyplot as plt  # headless: matplotlib falls back to Agg by itself
+
+    return plt
+
+
+def figures_dir(explicit: str | os.PathLike | None = None) -> Path:
+    return Path(explicit or os.environ.get("MLTFR_FIGURES_DIR") or "figures")
+
+
+def save_figure(fig, name: str, dataset: str, directory: str | os.PathLike | None = None) -> list[Path]:
+    """Write ``<directory>/<name>-<dataset>.png`` and ``.pdf``; returns both paths."""
+    directory = figures_dir(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}-{re.sub(r'[^A-Za-z0-9._+-]+', '_', dataset)}"
+    paths = [directory / f"{stem}.png", directory / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, bbox_inches="tight", dpi=150 if path.suffix == ".png" else None)
+    return paths
+
+
+def _errors(frame: pd.DataFrame, metric: str):
+    column = f"{metric} std"
+    return frame[column].to_numpy() if column in frame else None
+
+
+def plot_te_vs_re(table: pd.DataFrame, dataset: str):
+    """Fig. 1: LLM-TE and LLM-RE bars per token source, the backbone without LLM as a dashed line."""
+    plt = _plt()
+    backbone = table["backbone"].iloc[0]
+    base = table[table["method"] == "W/O"]
+    injected = table[table["method"] != "W/O"]
+    sources = list(dict.fromkeys(injected["source"]))
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 + 1.2 * len(sources), 3.6), squeeze=False)
+    width = 0.38
+    x = np.arange(len(sources))
+    for ax, metric in zip(axes[0], METRICS):
+        for offset, (method, colour) in zip((-width / 2, width / 2), (("LLM-TE", "tab:blue"), ("LLM-RE", "tab:gray"))):
+            rows = injected[injected["method"] == method].set_index("source").reindex(sources)
+            ax.bar(x + offset, rows[metric], width, yerr=_errors(rows, metric), label=method, color=colour,
+                   capsize=3)
+        if len(base):
+            ax.axhline(float(base[metric].iloc[0]), color="black", linestyle="--", linewidth=1.2,
+                       label=f"{backbone} w/o LLM")
+        ax.set_xticks(x, sources, rotation=25, ha="right", fontsize=8)
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"LLM-TE vs LLM-RE ({backbone}) on {dataset}")
+    fig.tight_layout()
+    return fig
+
+
+def _paired_bars(table: pd.DataFrame, labels: tuple[str, str], dataset: str, title: str):
+    plt = _plt()
+    backbones = table["backbone"].tolist()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(max(7.0, 3 + 1.6 * len(backbones)), 3.8), squeeze=False)
+    width = 0.38
+    x = np.arange(len(backbones))
+    for ax, metric in zip(axes[0], METRICS):
+        for offset, label, colour in ((-width / 2, labels[0], "tab:gray"), (width / 2, labels[1], "tab:orange")):
+            std = table.get(f"{label} {metric} std")
+            ax.bar(x + offset, table[f"{label} {metric}"], width, yerr=None if std is None else std, label=label,
+                   color=colour, capsize=3)
+            paper = f"paper {label} {metric}"
+            if paper in table:
+                ax.scatter(x + offset, table[paper], marker="_", s=300, color="black", zorder=3,
+                           label="paper" if label == labels[0] else None)
+        ax.set_xticks(x, backbones)
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"{title} on {dataset}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_table2(table: pd.DataFrame, dataset: str):
+    """Table 2 as grouped bars: without vs with MLTFR per backbone (paper's figures as ticks)."""
+    return _paired_bars(table, ("W/O", "MLTFR"), dataset, "Table 2")
+
+
+def plot_ablation(table: pd.DataFrame, dataset: str):
+    """Table 3 as grouped bars: full MLTFR vs without the consensus expert."""
+    return _paired_bars(table, ("Full", "w/o SC"), dataset, "Table 3")
+
+
+def plot_noise_ablation(table: pd.DataFrame, dataset: str):
+    """Selection-noise ablation: one line per noise mode over K."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(9, 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], METRICS):
+        for mode, rows in table.groupby("noise", sort=False):
+            rows = rows.sort_values("top_k")
+            ax.errorbar(rows["top_k"], rows[metric], yerr=_errors(rows, metric), marker="o", capsize=3, label=mode)
+        ax.set_xlabel("K (tokens selected per expert)")
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+    axes[0][0].legend(title="noise", fontsize=8)
+    fig.suptitle(f"selection noise x K on {dataset}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_expert_sweep(table: pd.DataFrame, dataset: str):
+    """Fig. 3: HR@20 / NDCG@20 over the number of experts, one line per backbone."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(9, 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], METRICS):
+        for backbone, rows in table.groupby("backbone", sort=False):
+            rows = rows.sort_values("n_experts")
+            ax.errorbar(rows["n_experts"], rows[metric], yerr=_errors(rows, metric), marker="o", capsize=3,
+                        label=backbone)
+        ax.set_xlabel("number of experts m")
+        ax.set_xticks(sorted(table["n_experts"].unique()))
+        ax.set_ylabel(metric)
+        ax.set_title(metric)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle(f"number of experts on {dataset}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_gates(gates: np.ndarray, expert_names: list[str], labels: list[str] | None = None, ax=None):
+    """Gate weights per history position (rows) and expert (columns) as a heatmap."""
+    plt = _plt()
+    gates = np.asarray(gates)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * gates.shape[1], 0.9 + 0.22 * gates.shape[0]))
+    else:
+        fig = ax.figure
+    image = ax.imshow(gates, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(expert_names)), expert_names, rotation=30, ha="right", fontsize=8)
+    if labels is not None:
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_ylabel("history position")
+    ax.set_title("gate weight per position")
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    return fig
+
+
+def save_table(table: pd.DataFrame, name: str, dataset: str, directory: str | os.PathLike | None = None) -> Path:
+    """Write a notebook's table as ``<directory>/<name>-<dataset>.csv`` beside its figure."""
+    directory = figures_dir(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}-{re.sub(r'[^A-Za-z0-9._+-]+', '_', dataset)}.csv"
+    table.to_csv(path, index=False)
+    return path

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Run every notebook with papermill for one or more datasets.
+
+    python scripts/run_notebooks.py                              # all notebooks, ml-100k, quick profile
+    python scripts/run_notebooks.py --datasets ml-100k Music --data-dir ../shared/data
+    python scripts/run_notebooks.py --profile paper --notebooks table2 ablation -p backbones '["sasrec"]'
+
+Executed notebooks go to ``papermill_runs/<notebook>-<dataset>.ipynb``, figures (PNG + PDF) and
+tables (CSV) to ``figures/``. Runs come from the result store (``$MLTFR_RUNS_DIR``, else
+``<cache>/runs``): a second invocation trains nothing, and an interrupted one resumes. The
+notebooks run one after the other (each one's training already uses every core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = REPO / "notebooks"
+# Order: Table 2 first, so the MLTFR runs it trains are reused by the ablation, the sweep and the inspector.
+DEFAULT_ORDER = ["table2", "ablation", "expert_sweep", "te_vs_re", "token_inspector"]
+
+
+def parse_value(text: str):
+    """-p values: JSON when it parses (numbers, lists, null, true), else the plain string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["ml-100k"])
+    parser.add_argument("--data-dir", default=None, help="data directory (default: $MLTFR_DATA_DIR, else ./data)")
+    parser.add_argument("--profile", default="quick", choices=["quick", "paper"])
+    parser.add_argument("--notebooks", nargs="+", default=None,
+                        help=f"names without .ipynb (default, in this order: {' '.join(DEFAULT_ORDER)})")
+    parser.add_argument("--output", default=str(REPO / "papermill_runs"))
+    parser.add_argument("--figures", default=str(REPO / "figures"))
+    parser.add_argument("--runs-dir", default=None, help="result store (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
+    parser.add_argument("--kernel", default="python3")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                        help="any notebook parameter, e.g. -p epochs 5 -p seeds '[0,1,2]'")
+    parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
+    args = parser.parse_args(argv)
+
+    import papermill
+
+    available = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    names = args.notebooks or [n for n in DEFAULT_ORDER if n in available] + \
+        [n for n in available if n not in DEFAULT_ORDER]
+    unknown = sorted(set(names) - set(available))
+    if unknown:
+        parser.error(f"unknown notebook(s) {unknown}; available: {available}")
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    extra = {name: parse_value(value) for name, value in args.parameter}
+
+    started, failures, timings = time.perf_counter(), [], []
+    jobs = [(dataset, name) for dataset in args.datasets for name in names]
+    for number, (dataset, name) in enumerate(jobs, 1):
+        parameters = {"dataset": dataset, "data_dir": args.data_dir, "profile": args.profile,
+                      "figures_dir": str(Path(args.figures).resolve()), "runs_dir": args.runs_dir, **extra}
+        target = output / f"{name}-{dataset}.ipynb"
+        print(f"[{number}/{len(jobs)}] {name} on {dataset} -> {target}", flush=True)
+        began = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(NOTEBOOK_DIR / f"{name}.ipynb"), str(target), parameters=parameters,
+                                       kernel_name=args.kernel, progress_bar=True, cwd=str(REPO))
+        except Exception as error:  # papermill stores the failing cell's traceback in the output notebook
+            failures.append((name, dataset))
+            message = str(error).strip().splitlines()
+            print(f"    FAILED after {time.perf_counter() - began:.0f}s: {message[-1] if message else error}",
+                  file=sys.stderr, flush=True)
+            if not args.keep_going:
+                break
+        else:
+            timings.append((name, dataset, time.perf_counter() - began))
+            print(f"    done in {timings[-1][2]:.0f}s", flush=True)
+    total = time.perf_counter() - started
+    print(f"\n{len(timings)} notebook(s) in {total / 60:.1f} min; figures in {args.figures}")
+    for name, dataset, seconds in timings:
+        print(f"  {name:16s} {dataset:10s} {seconds:7.0f}s")
+    if failures:
+        print(f"failed: {', '.join(f'{n} ({d})' for n, d in failures)}; see the executed notebooks in {output}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

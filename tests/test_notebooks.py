@@ -1,0 +1,150 @@
+"""The notebooks, executed with papermill in the quick profile (1 epoch, 1 seed, SASRec) on ml-100k,
+plus the Music command on a fixture file in the Amazon 2018 format, and a check that the
+committed notebooks carry no outputs.
+
+Every notebook writes its table as CSV beside its figures; the assertions read those. One runs
+directory is shared by the whole session (tests/test_inspector.py uses it too), so a run trained
+for one notebook is reused by the next."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from test_store import link_cached_inputs
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector"]
+REQUIRED_PARAMETERS = ("dataset", "data_dir", "backbones", "llms", "seeds", "epochs", "profile", "device")
+QUICK_SOURCES = ["SmolLM2-135M", "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]  # offline[:3]
+SMALL = {"max_vocab": 2000, "fisher_samples": 16}  # smaller than the quick profile: test time only
+
+papermill = pytest.importorskip("papermill")
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    link_cached_inputs(QUICK_SOURCES, ["ml-100k"])
+    base = tmp_path_factory.getbasetemp()
+    return {"runs": base / "shared-runs", "figures": base / "figures", "executed": base / "papermill_runs"}
+
+
+def execute(name: str, shared: dict, dataset: str = "ml-100k", **parameters) -> Path:
+    output = shared["executed"] / f"{name}-{dataset}.ipynb"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(output), kernel_name="python3",
+                               progress_bar=False, cwd=str(REPO),
+                               parameters={"dataset": dataset, "epochs": 1, "seeds": [0], "backbones": ["sasrec"],
+                                           "profile": "quick", "mltfr_options": SMALL, "runs_dir": str(shared["runs"]),
+                                           "figures_dir": str(shared["figures"]), **parameters})
+    return output
+
+
+def figure_ok(shared: dict, stem: str) -> None:
+    png, pdf = shared["figures"] / f"{stem}.png", shared["figures"] / f"{stem}.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
+    assert pdf.read_bytes()[:4] == b"%PDF"
+
+
+def table(shared: dict, stem: str) -> pd.DataFrame:
+    return pd.read_csv(shared["figures"] / f"{stem}.csv")
+
+
+def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
+    for name in NAMES:
+        nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        for cell in code:
+            assert cell.outputs == [] and cell.execution_count is None, f"{name}.ipynb has outputs"
+        assert "parameters" in code[0].metadata.get("tags", []), f"{name}.ipynb: first code cell not tagged"
+        for parameter in REQUIRED_PARAMETERS:
+            assert f"\n{parameter} = " in "\n" + code[0].source, f"{name}.ipynb lacks parameter {parameter}"
+        assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_table2_notebook(shared):
+    execute("table2", shared)
+    frame = table(shared, "table2-ml-100k")
+    assert list(frame["backbone"]) == ["sasrec"]
+    for column in ("W/O HR@20", "W/O NDCG@20", "MLTFR HR@20", "MLTFR NDCG@20", "Imp. (%)", "seeds"):
+        assert column in frame and frame[column].notna().all()
+    assert not any(c.startswith("paper") for c in frame.columns)  # ml-100k is not one of the paper's
+    figure_ok(shared, "table2-ml-100k")
+
+
+def test_te_vs_re_notebook(shared):
+    execute("te_vs_re", shared, sources=["all-MiniLM-L6-v2"])
+    frame = table(shared, "te_vs_re-ml-100k")
+    assert sorted(frame["method"]) == ["LLM-RE", "LLM-TE", "W/O"]
+    assert set(frame.loc[frame["method"] != "W/O", "source"]) == {"all-MiniLM-L6-v2"}
+    assert frame[["HR@20", "NDCG@20"]].notna().all().all()
+    figure_ok(shared, "te_vs_re-ml-100k")
+
+
+def test_ablation_notebook(shared):
+    execute("ablation", shared, noise_modes=["paper", "none"], top_ks=[1])
+    table3 = table(shared, "ablation-ml-100k")
+    assert list(table3["backbone"]) == ["sasrec"]
+    assert {"Full HR@20", "Full NDCG@20", "w/o SC HR@20", "w/o SC NDCG@20"} <= set(table3.columns)
+    noise = table(shared, "noise_ablation-ml-100k")
+    assert sorted(zip(noise["noise"], noise["top_k"])) == [("none", 1), ("paper", 1)]
+    figure_ok(shared, "ablation-ml-100k")
+    figure_ok(shared, "noise_ablation-ml-100k")
+
+
+def test_expert_sweep_notebook(shared):
+    execute("expert_sweep", shared, experts=[1, 2, 3])
+    frame = table(shared, "expert_sweep-ml-100k")
+    assert list(frame["n_experts"]) == [1, 2, 3]
+    assert list(frame["added source"]) == QUICK_SOURCES  # the preset's order
+    figure_ok(shared, "expert_sweep-ml-100k")
+
+
+def test_token_inspector_notebook(shared):
+    output = execute("token_inspector", shared, user="42")
+    nb = nbformat.read(output, as_version=4)
+    text = json.dumps([c.get("outputs", []) for c in nb.cells])
+    assert "user 42" in text and "in_eval_selection" in text
+    figure_ok(shared, "token_inspector_gates-ml-100k")
+
+
+def write_music_fixture(directory: Path, n_users: int = 40, n_items: int = 25, per_user: int = 9) -> Path:
+    """Amazon Reviews 2018 JSON lines (reviewerID, asin, unixReviewTime, ...), gzipped."""
+    rng = np.random.default_rng(0)
+    path = directory / "Musical_Instruments_5.json.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for user in range(n_users):
+            items = rng.choice(n_items, size=per_user, replace=False)
+            start = 1_400_000_000 + int(rng.integers(0, 10_000_000))
+            for step, item in enumerate(items):
+                handle.write(json.dumps({"overall": 5.0, "verified": True, "reviewerID": f"A{user:05d}XYZ",
+                                         "asin": f"B00{item:07d}", "reviewerName": "someone",
+                                         "reviewText": "fine", "summary": "ok",
+                                         "unixReviewTime": start + 86_400 * step}) + "\n")
+    return path
+
+
+def test_music_command_with_fixture_and_without(shared, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with pytest.raises(papermill.PapermillExecutionError) as failure:
+        execute("table2", shared, dataset="Music", data_dir=str(data))
+    assert "DatasetNotFoundError" in str(failure.value) and "Musical_Instruments_5.json.gz" in str(failure.value)
+    assert not (shared["figures"] / "table2-Music.csv").exists()
+
+    write_music_fixture(data)
+    execute("table2", shared, dataset="Music", data_dir=str(data))
+    frame = table(shared, "table2-Music")
+    assert list(frame["backbone"]) == ["sasrec"]
+    # Music is one of the paper's datasets: its published row sits beside ours
+    assert frame.loc[0, "paper W/O HR@20"] == pytest.approx(0.04643)
+    assert frame.loc[0, "paper MLTFR NDCG@20"] == pytest.approx(0.01895)
+    figure_ok(shared, "table2-Music")

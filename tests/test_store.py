@@ -1,0 +1,157 @@
+"""The result store, the experiment tables built from it, and the figure writer."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mltfrkit import store as store_module
+from mltfrkit.data import DatasetNotFoundError
+from mltfrkit.experiments import PAPER_TABLE2, Experiment, improvement, paired_p, summarise
+from mltfrkit.runs import RunSpec, spec_from_config
+from mltfrkit.store import ResultStore
+from mltfrkit.train import TrainConfig
+
+SOURCES = ["all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]  # two 384-d tables: a consensus expert exists
+
+
+def link_cached_inputs(names=(), datasets=()):
+    """Reuse token tables and fetched datasets from the user's default cache (no download) when the
+    session cache lacks them; else fetch the tables, or skip if that is impossible."""
+    import platformdirs
+
+    from mltfrkit.vocab import DownloadError, load_table
+
+    cache = Path(os.environ["MLTFR_CACHE_DIR"])
+    default = Path(platformdirs.user_cache_dir("mltfrkit"))
+    wanted = [(f"vocab/{n}", "meta.json") for n in names] + [(f"datasets/{d}", f"{d}.inter") for d in datasets]
+    for sub, marker in wanted:
+        if not (cache / sub).exists() and (default / sub / marker).exists() and cache != default:
+            (cache / sub).parent.mkdir(parents=True, exist_ok=True)
+            (cache / sub).symlink_to(default / sub, target_is_directory=True)
+    for name in names:
+        try:
+            load_table(name)
+        except DownloadError as exc:
+            pytest.skip(f"token table {name} unavailable: {exc}")
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    """A sequence file (user item item ...) with a learnable cyclic pattern."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for user in range(40):
+        start, length = int(rng.integers(1, 25)), int(rng.integers(4, 10))
+        lines.append(" ".join([f"u{user}"] + [f"i{(start + step) % 25 + 1}" for step in range(length)]))
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def spec(path, **train):
+    return RunSpec(str(path), train=TrainConfig(**{"epochs": 2, "device": "cpu", **train}),
+                   model={"hidden_size": 16, "n_layers": 1, "n_heads": 1})
+
+
+def test_store_trains_once_and_then_reads(tiny_file, tmp_path, monkeypatch):
+    calls = []
+    real = store_module.run_training
+    monkeypatch.setattr(store_module, "run_training", lambda *a, **k: calls.append(1) or real(*a, **k))
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    assert store.get(spec(tiny_file)) is None
+    first = store.ensure(spec(tiny_file))
+    again = ResultStore(tmp_path / "runs", progress=False, log=None).ensure(spec(tiny_file))
+    assert len(calls) == 1
+    assert again["test"] == first["test"]
+    run_dir = Path(again["run_dir"])
+    assert run_dir.parent == tmp_path / "runs" / "mltfrkit-0.1.0"  # keyed by code version
+    assert (run_dir / "result.json").exists() and run_dir.name.startswith("tiny-sasrec-none-")
+    # a different configuration is a different run
+    other = store.ensure(spec(tiny_file, seed=1))
+    assert Path(other["run_dir"]) != run_dir and len(calls) == 2
+    records = store.records()
+    assert len(records) == 2 and sorted(records["seed"]) == [0, 1]
+    assert {"dataset", "backbone", "plugin", "HR@20", "NDCG@20", "run_dir"} <= set(records.columns)
+    # the stored config rebuilds the same spec (same key, same directory)
+    assert store.run_dir(spec_from_config(first["config"])) == run_dir
+
+
+def test_interrupted_run_resumes(tiny_file, tmp_path):
+    messages = []
+
+    def interrupt_during_second_epoch(message):  # log runs before the checkpoint
+        messages.append(message)
+        if message.startswith("epoch   2"):
+            raise KeyboardInterrupt
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=interrupt_during_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(spec(tiny_file, epochs=3))
+    assert store.get(spec(tiny_file, epochs=3)) is None
+    assert (store.run_dir(spec(tiny_file, epochs=3)) / "checkpoint.pt").exists()
+    store.log = messages.append
+    result = store.ensure(spec(tiny_file, epochs=3))
+    assert any(m.startswith("resumed from") for m in messages)
+    assert [e["epoch"] for e in result["epochs"]] == [1, 2, 3]
+
+
+def test_improvement_matches_the_papers_imp_column():
+    # Table 2 prints Imp. = geometric mean of the HR and NDCG ratios; check three printed values.
+    for dataset, backbone, printed in (("Pantry", "sasrec", 11.09), ("Pantry", "bert4rec", 45.04),
+                                       ("Beer", "bert4rec", -6.25)):
+        row = PAPER_TABLE2[dataset][backbone]
+        assert improvement(*row["W/O"], *row["MLTFR"]) == pytest.approx(printed, abs=0.01)
+    assert math.isnan(paired_p([0.1, 0.2], [0.2, 0.3]))
+    assert paired_p([0.10, 0.20, 0.30], [0.11, 0.215, 0.33]) < 0.2
+
+
+def test_summarise_mean_std_over_seeds():
+    import pandas as pd
+
+    records = pd.DataFrame({"backbone": ["a"] * 3, "seed": [0, 1, 2], "HR@20": [0.1, 0.2, 0.3],
+                            "NDCG@20": [0.05, 0.05, 0.05]})
+    table = summarise(records, ["backbone"])
+    assert table.loc[0, "HR@20"] == pytest.approx(0.2) and table.loc[0, "HR@20 std"] == pytest.approx(0.1)
+    assert table.loc[0, "NDCG@20 std"] == 0 and table.loc[0, "seeds"] == 3
+
+
+def test_experiment_fails_at_once_without_the_data_file(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="Musical_Instruments_5.json.gz"):
+        Experiment("Music", data_dir=str(tmp_path), runs_dir=str(tmp_path / "runs"))
+
+
+def test_experiment_tables_and_figures(tiny_file, tmp_path):
+    link_cached_inputs(SOURCES)
+    from mltfrkit import viz
+
+    exp = Experiment(str(tiny_file), backbones=["sasrec"], llms=SOURCES, seeds=[0], epochs=1, device="cpu",
+                     runs_dir=str(tmp_path / "runs"), progress=False,
+                     mltfr_options={"n_experts": 2, "max_vocab": 500, "fisher_samples": 16})
+    table = exp.table2()
+    assert list(table["backbone"]) == ["sasrec"]
+    for column in ("W/O HR@20", "W/O NDCG@20", "MLTFR HR@20", "MLTFR NDCG@20", "Imp. (%)", "p (NDCG@20)", "seeds"):
+        assert column in table
+    assert "paper W/O HR@20" not in table  # not one of the paper's datasets
+    expected = improvement(table.loc[0, "W/O HR@20"], table.loc[0, "W/O NDCG@20"],
+                           table.loc[0, "MLTFR HR@20"], table.loc[0, "MLTFR NDCG@20"])
+    assert table.loc[0, "Imp. (%)"] == pytest.approx(expected, nan_ok=True)
+    records = exp.store.records()
+    assert sorted(records["plugin"]) == ["mltfr", "none"]
+    assert records.loc[records["plugin"] == "mltfr", "rounds"].item() == 2  # consensus expert built
+
+    ablation = exp.ablation()  # the full run is reused from Table 2
+    assert {"Full HR@20", "w/o SC HR@20", "Imp. (%)"} <= set(ablation.columns)
+    assert len(exp.store.records()) == 3
+    assert exp.ablation().equals(ablation)  # nothing retrained, same table
+
+    fig = viz.plot_table2(table, exp.dataset)
+    paths = viz.save_figure(fig, "table2", exp.dataset, tmp_path / "figures")
+    assert [p.name for p in paths] == ["table2-tiny.png", "table2-tiny.pdf"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].stat().st_size > 0
+    json.dumps(table.to_dict())  # plain numbers only
