@@ -1,9 +1,14 @@
 """Throughput of training and full-ranking evaluation, per backbone, on Pantry and Beauty.
 
 Prints training sequences/s, evaluation users/s, and each backbone's epoch time relative to
-SASRec, all measured in this one run.
+SASRec, all measured in this one run, with every backbone at its default configuration (its
+default loss included). ``--max-batches N`` times the first N batches of the epoch and scales
+the time up to a full epoch (for quick looks at large datasets).
 
-    python benchmarks/train_eval_speed.py --data-dir ../shared/data [--backbones sasrec bert4rec ...]
+FMLP-Rec and BSARec encode every position of a training sequence from its own prefix (their
+frequency filters are not causal), so their epoch cost grows with the sequence lengths.
+
+    python benchmarks/train_eval_speed.py --data-dir ../shared/data [--datasets Pantry] [--backbones sasrec bert4rec ...]
 """
 
 from __future__ import annotations
@@ -41,11 +46,12 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=["Pantry", "Beauty"])
     parser.add_argument("--backbones", nargs="+", default=backbone_names())
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-batches", type=int, default=None, help="time only the first N batches of an epoch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads")
-    print(f"{'dataset':8s} {'backbone':10s} {'epoch s':>8s} {'train seq/s':>12s} {'eval users/s':>13s} "
-          f"{'epoch/SASRec':>13s}")
+    print(f"{'dataset':8s} {'backbone':10s} {'params':>9s} {'epoch s':>8s} {'train seq/s':>12s} "
+          f"{'eval users/s':>13s} {'epoch/SASRec':>13s}")
     for name in args.datasets:
         split = load_dataset(name, data_dir=args.data_dir)
         data = training_sequences(split, 50)
@@ -55,13 +61,16 @@ def main() -> None:
             torch.manual_seed(0)
             model = build_backbone(backbone, split.n_items)
             time_epoch(model, data, max_batches=3)  # warm-up
-            seconds, sequences = time_epoch(model, data)
+            seconds, sequences = time_epoch(model, data, max_batches=args.max_batches)
+            seconds *= len(data) / sequences  # a full epoch
+            sequences = len(data)
             began = time.perf_counter()
             evaluate(model, hist, targets)
             eval_seconds = time.perf_counter() - began
             reference = reference or seconds
-            print(f"{name:8s} {backbone:10s} {seconds:8.2f} {sequences / seconds:12.0f} "
-                  f"{len(hist) / eval_seconds:13.0f} {seconds / reference:13.2f}")
+            params = sum(p.numel() for p in model.parameters())
+            print(f"{name:8s} {backbone:10s} {params:9,d} {seconds:8.2f} {sequences / seconds:12.0f} "
+                  f"{len(hist) / eval_seconds:13.0f} {seconds / reference:13.2f}", flush=True)
 
 
 if __name__ == "__main__":

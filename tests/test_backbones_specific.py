@@ -326,3 +326,11 @@ def test_plugin_tables_are_never_touched(name):
     restored.load_state_dict(model.state_dict())
     assert torch.equal(plugin.table.weight, before)
     assert torch.equal(restored.plugin.table.weight, before)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_all_padding_input_is_finite(name):
+    model = small(name).eval()
+    empty = torch.zeros(2, MAX_LEN, dtype=torch.long)
+    assert model.encode(empty).shape == (2, MAX_LEN, D)
+    assert torch.isfinite(model.score_all(empty)[:, 1:]).all()

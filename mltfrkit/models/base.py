@@ -305,6 +305,8 @@ class PrefixEncodedMixin:
 
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         positions = seqs > 0
+        if not positions.any():  # nothing but padding: no windows to encode
+            return super().encode(seqs) * 0.0
         last = super().encode(prefix_windows(seqs, positions))[:, -1]
         hidden = last.new_zeros(*seqs.shape, last.shape[-1])
         hidden[positions] = last
