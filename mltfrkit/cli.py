@@ -19,7 +19,7 @@ def _parse_value(text: str):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mltfrkit.runs import RunSpec, run_training
+    from mltfrkit.runs import RunSpec, run_training, store_root
 
     model = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
     if args.loss:
@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     plugin = "mltfr" if args.mltfr else args.plugin
     spec = RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train, plugin=plugin,
                    plugin_options=options)
-    result = run_training(spec, data_dir=args.data_dir, out=args.out, root=args.runs_dir,
+    result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
                           progress=not args.no_progress)
     test = result["test"]
     print(f"best epoch {result['best_epoch']} (validation NDCG@20 {result['best_valid'].get('NDCG@20', 0):.5f})")
@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--llm", default=None, help="token source for --plugin te/re")
     train.add_argument("--plugin-set", action="append", default=[], metavar="KEY=VALUE", help="MLTFR option")
     train.add_argument("--out", default=None, help="result JSON path")
-    train.add_argument("--runs-dir", default=None, help="checkpoints and results (default: cache dir)")
+    train.add_argument("--runs-dir", default=None, help="the result store's root: runs go to <root>/mltfrkit-<version>/, where notebooks "
+                       "look first (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 

@@ -76,6 +76,14 @@ def runs_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("MLTFR_RUNS_DIR") or cache_dir("runs"))
 
 
+def store_root(explicit: str | os.PathLike | None = None) -> Path:
+    """Where the result store keeps runs of this code version: ``<runs root>/mltfrkit-<version>``.
+    The command line trains into the same place, so a notebook finds runs started by hand."""
+    from mltfrkit import __version__
+
+    return runs_root(explicit) / f"mltfrkit-{__version__}"
+
+
 def build_model(spec: RunSpec, n_items: int):
     """A seeded model with its plug-in attached; returns (model, plugin or None)."""
     seed_everything(spec.train.seed)

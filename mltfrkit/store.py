@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import mltfrkit
 from mltfrkit.data import load_dataset
-from mltfrkit.runs import RunSpec, run_dir_for, run_training, runs_root
+from mltfrkit.runs import RunSpec, run_dir_for, run_training, runs_root, store_root
 
 RESULT = "result.json"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -40,7 +40,7 @@ class ResultStore:
     def __init__(self, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = print):
         self.base = runs_root(root)
-        self.root = self.base / f"mltfrkit-{code_version()}"
+        self.root = store_root(root)
         self.data_dir = data_dir
         self.progress = progress
         self.log = log

@@ -31,3 +31,21 @@ def test_train_writes_result(tmp_path, capsys):
 def test_data_list(capsys):
     assert main(["data", "list"]) == 0
     assert "ml-100k" in capsys.readouterr().out
+
+
+def test_store_finds_a_run_started_from_the_command_line(tmp_path, capsys):
+    """`mltfrkit train` and the notebooks share one store: nothing is trained twice."""
+    from mltfrkit.runs import RunSpec
+    from mltfrkit.store import ResultStore
+    from mltfrkit.train import TrainConfig
+
+    (tmp_path / "Pantry.txt").write_text("".join(f"{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n"
+                                                 for u in range(20)))
+    assert main(["train", "--dataset", "Pantry", "--data-dir", str(tmp_path), "--epochs", "1", "--seed", "3",
+                 "--runs-dir", str(tmp_path / "runs"), "--no-progress", "--set", "n_layers=1"]) == 0
+    store = ResultStore(tmp_path / "runs", tmp_path, progress=False, log=None)
+    same = RunSpec("Pantry", "sasrec", model={"n_layers": 1}, train=TrainConfig(epochs=1, seed=3))
+    other_seed = RunSpec("Pantry", "sasrec", model={"n_layers": 1}, train=TrainConfig(epochs=1, seed=4))
+    assert store.has(same) and not store.has(other_seed)
+    stored = store.get(same)
+    assert stored["config"]["train"]["seed"] == 3 and stored["run_dir"].startswith(str(store.root))

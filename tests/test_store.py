@@ -12,7 +12,7 @@ import pytest
 
 from mltfrkit import store as store_module
 from mltfrkit.data import DatasetNotFoundError
-from mltfrkit.experiments import PAPER_TABLE2, Experiment, improvement, paired_p, summarise
+from mltfrkit.experiments import ABLATION_IMP, PAPER_TABLE2, Experiment, improvement, paired_p, summarise
 from mltfrkit.runs import RunSpec, spec_from_config
 from mltfrkit.store import ResultStore
 from mltfrkit.train import TrainConfig
@@ -146,7 +146,11 @@ def test_experiment_tables_and_figures(tiny_file, tmp_path):
     assert records.loc[records["plugin"] == "mltfr", "rounds"].item() == 2  # consensus expert built
 
     ablation = exp.ablation()  # the full run is reused from Table 2
-    assert {"Full HR@20", "w/o SC HR@20", "Imp. (%)"} <= set(ablation.columns)
+    assert {"Full HR@20", "w/o SC HR@20", ABLATION_IMP} <= set(ablation.columns)
+    # the ablated model against the full one: negative means the consensus expert helps
+    assert ablation.loc[0, ABLATION_IMP] == pytest.approx(
+        improvement(*ablation.loc[0, ["Full HR@20", "Full NDCG@20", "w/o SC HR@20", "w/o SC NDCG@20"]]),
+        nan_ok=True)
     assert len(exp.store.records()) == 3
     assert exp.ablation().equals(ablation)  # nothing retrained, same table
 

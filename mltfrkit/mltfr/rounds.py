@@ -62,7 +62,7 @@ def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], s
     second["rounds"] = 2
     second["round1"] = _summary(first)
     second["consensus"] = {"members": [plugin.experts[m].name for m in consensus.members],
-                           "fisher_mean": [float(sum(float(f.sum()) for f in fishers[m].values()) /
+                           "fisher_mean": [float(sum(float(f.detach().sum()) for f in fishers[m].values()) /
                                                  sum(f.numel() for f in fishers[m].values()))
                                            for m in consensus.members]}
     second["seconds"] = first["seconds"] + second["seconds"]
