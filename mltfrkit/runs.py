@@ -154,14 +154,22 @@ def spec_from_config(config: dict) -> RunSpec:
                    plugin_options=dict(config.get("plugin_options") or {}))
 
 
-def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None):
+def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, rounds: int = 2):
     """(spec, split, model) of a finished or interrupted run, with its selected (best) weights:
     nothing is retrained. For MLTFR runs the consensus expert is rebuilt from round 1's weights
-    and the stored Fisher estimate, then round 2's weights are loaded."""
+    and the stored Fisher estimate, then round 2's weights are loaded (``rounds=1``: stop after
+    round 1). A w/o SC run recorded from a full run (``derived_from``) is that run's round 1."""
     import torch
 
     run_dir = Path(run_dir)
+    recorded = run_dir / "result.json"
+    if not (run_dir / "checkpoint.pt").exists() and recorded.exists():
+        stored = json.loads(recorded.read_text())
+        if stored.get("derived_from"):
+            _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
+            return spec_from_config(stored["config"]), split, model
     stages = [run_dir / "round1", run_dir / "round2"] if (run_dir / "round1").exists() else [run_dir]
+    stages = stages[:rounds]
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
     if not stages:
         raise FileNotFoundError(f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")

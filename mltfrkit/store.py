@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 import mltfrkit
 from mltfrkit.data import load_dataset
 from mltfrkit.runs import RunSpec, run_dir_for, run_training, runs_root, store_root
+from mltfrkit.train import write_result
 
 RESULT = "result.json"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -38,12 +40,13 @@ class ResultStore:
     """Results on disk, keyed by configuration + data + code version; trains what is missing."""
 
     def __init__(self, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                 progress: bool = True, log: Callable[[str], None] | None = print):
+                 progress: bool = True, log: Callable[[str], None] | None = print, derive_ablation: bool = True):
         self.base = runs_root(root)
         self.root = store_root(root)
         self.data_dir = data_dir
         self.progress = progress
         self.log = log
+        self.derive_ablation = derive_ablation
         self._splits: dict[str, object] = {}
 
     def __repr__(self) -> str:
@@ -77,9 +80,34 @@ class ResultStore:
         result = self.get(spec)
         if result is not None:
             return result
+        result = self._without_consensus_from_full_run(spec)
+        if result is not None:
+            return result
         self.root.mkdir(parents=True, exist_ok=True)
         result = run_training(spec, data_dir=self.data_dir, root=self.root, progress=self.progress,
                               log=self.log, split=self.split(spec.dataset))
+        return result
+
+    def _without_consensus_from_full_run(self, spec: RunSpec) -> dict | None:
+        """The w/o SC ablation is, seed for seed, round 1 of the full run: the same initialisation,
+        data order and random stream (``tests/test_store.py`` trains both and compares). So when
+        the full run is stored, its round 1 is recorded as the ablation instead of training it again;
+        ``derived_from`` names the run it came from."""
+        if not self.derive_ablation or spec.plugin != "mltfr" or spec.mltfr_config().consensus:
+            return None
+        full = self.get(replace(spec, plugin_options={**spec.plugin_options, "consensus": True}))
+        if full is None or "round1" not in full:
+            return None
+        split = self.split(spec.dataset)
+        result = {**full["round1"], "config": spec.to_dict(split.source_sha256), "rounds": 1,
+                  "consensus": "disabled", "stopped_early": full["round1"].get("stopped_early"),
+                  "device": full.get("device"), "versions": full.get("versions"),
+                  "derived_from": full["run_dir"]}
+        run_dir = self.run_dir(spec)
+        write_result(run_dir / RESULT, result)
+        if self.log:
+            self.log(f"w/o SC = round 1 of {full['run_dir']} (recorded in {run_dir}, nothing trained)")
+        result["run_dir"] = str(run_dir)
         return result
 
     def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs") -> list[dict]:

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from mltfrkit import store as store_module
@@ -159,3 +160,33 @@ def test_experiment_tables_and_figures(tiny_file, tmp_path):
     assert [p.name for p in paths] == ["table2-tiny.png", "table2-tiny.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].stat().st_size > 0
     json.dumps(table.to_dict())  # plain numbers only
+
+
+def test_without_consensus_is_round_one_of_the_full_run(tiny_file, tmp_path):
+    """The store records w/o SC from the full run's round 1 instead of training it; training it
+    for real must give exactly the same curve and metrics, or that shortcut would be wrong."""
+    link_cached_inputs(SOURCES)
+    from mltfrkit.runs import load_trained
+
+    options = {"llms": SOURCES, "n_experts": 2, "max_vocab": 300, "fisher_samples": 8}
+    full = RunSpec(str(tiny_file), train=TrainConfig(epochs=2, device="cpu"), plugin="mltfr",
+                   model={"hidden_size": 16, "n_layers": 1, "n_heads": 1}, plugin_options=options)
+    ablated = RunSpec(str(tiny_file), train=full.train, plugin="mltfr", model=full.model,
+                      plugin_options={**options, "consensus": False})
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    full_result = store.ensure(full)
+    assert full_result["rounds"] == 2
+    derived = store.ensure(ablated)
+    assert derived["derived_from"] == full_result["run_dir"] and derived["rounds"] == 1
+    assert derived["config"]["plugin_options"]["consensus"] is False
+    assert store.get(ablated)["test"] == full_result["round1"]["test"]  # recorded on disk
+
+    trained = ResultStore(tmp_path / "trained", progress=False, log=None, derive_ablation=False).ensure(ablated)
+    assert "derived_from" not in trained and trained["rounds"] == 1
+    assert [e["loss"] for e in trained["epochs"]] == [e["loss"] for e in derived["epochs"]]
+    assert trained["test"] == derived["test"] and trained["best_valid"] == derived["best_valid"]
+
+    _, _, model = load_trained(derived["run_dir"])  # the inspector can open the recorded ablation
+    _, _, reference = load_trained(trained["run_dir"])
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -17,6 +17,7 @@ import copy
 import numpy as np
 import torch
 from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mltfrkit.mltfr.plugin import ConsensusExpert, MLTFRPlugin
 from mltfrkit.train.metrics import pad_left
@@ -79,8 +80,11 @@ def expert_fisher(model, plugin: MLTFRPlugin, histories: torch.Tensor, targets: 
             with torch.no_grad():
                 probs = torch.softmax(scorer(history)[:, 1:].float(), -1).cpu()
             target = (torch.multinomial(probs, 1, generator=generator)[:, 0] + 1).to(device)
-        grads = per_sample_grad(params, history, target) if vectorise else \
-            _looped_grads(log_prob, params, history, target)
+        # The math attention kernel is made of ops vmap can batch; the fused CPU kernel is not, and
+        # vmap would fall back to a slow per-sample loop for it.
+        with sdpa_kernel(SDPBackend.MATH):
+            grads = per_sample_grad(params, history, target) if vectorise else \
+                _looped_grads(log_prob, params, history, target)
         for name in totals:
             totals[name] += grads[name].pow(2).sum(0)
     model.train(was_training)

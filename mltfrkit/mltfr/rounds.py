@@ -19,8 +19,8 @@ from mltfrkit.train import TrainConfig, fit
 
 
 def _summary(result: dict) -> dict:
-    keep = ("best_epoch", "best_valid", "test", "seconds", "epochs")
-    return {k: result[k] for k in keep}
+    keep = ("best_epoch", "best_valid", "test", "seconds", "epochs", "stopped_early")
+    return {k: result[k] for k in keep if k in result}
 
 
 def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], split, train: TrainConfig,
