@@ -25,7 +25,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.loss:
         model["loss"] = args.loss
     train = TrainConfig(epochs=args.epochs, seed=args.seed, patience=args.patience, lr=args.lr,
-                        batch_size=args.batch_size, device=args.device)
+                        batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history)
     options = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.plugin_set)}
     for flag, key in (("llms", "llms"), ("experts", "n_experts"), ("top_k", "top_k"), ("noise", "noise"),
                       ("alpha", "alpha"), ("placement", "placement"), ("round2", "round2"), ("llm", "llm")):
@@ -56,6 +56,20 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     histories, _ = split.eval_pairs("test")
     table = selection_diagnostic(model, histories, top_k=args.top_k, seed=args.seed)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Re-score a stored run under another protocol (e.g. history excluded, as S3-Rec and BSARec's
+    published numbers are) without retraining; prints the metrics as JSON."""
+    from mltfrkit.runs import load_trained
+    from mltfrkit.train.metrics import evaluate
+
+    _, split, model = load_trained(args.run_dir, args.data_dir)
+    histories, targets = split.eval_pairs(args.split)
+    metrics = evaluate(model, histories, targets, exclude_history=args.exclude_history)
+    print(json.dumps({"run_dir": args.run_dir, "split": args.split, "exclude_history": args.exclude_history,
+                      **{k: round(v, 5) for k, v in metrics.items()}}))
     return 0
 
 
@@ -105,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="result JSON path")
     train.add_argument("--runs-dir", default=None, help="the result store's root: runs go to <root>/mltfrkit-<version>/, where notebooks "
                        "look first (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
+    train.add_argument("--exclude-history", action="store_true",
+                       help="never rank the user's history items (S3-Rec / BSARec protocol); default: rank every item")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
@@ -118,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--top-k", type=int, default=None)
     diagnose.add_argument("--seed", type=int, default=0)
     diagnose.set_defaults(func=cmd_diagnose)
+
+    evaluate = sub.add_parser("evaluate", help="re-score a stored run (best weights) under another protocol")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--split", choices=["valid", "test"], default="test")
+    evaluate.add_argument("--exclude-history", action="store_true", help="never rank the user's history items")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="named datasets and where their files come from").set_defaults(func=cmd_data_list)

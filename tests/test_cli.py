@@ -49,3 +49,21 @@ def test_store_finds_a_run_started_from_the_command_line(tmp_path, capsys):
     assert store.has(same) and not store.has(other_seed)
     stored = store.get(same)
     assert stored["config"]["train"]["seed"] == 3 and stored["run_dir"].startswith(str(store.root))
+
+
+def test_evaluate_rescores_a_stored_run_under_another_protocol(tmp_path, capsys):
+    (tmp_path / "Pantry.txt").write_text("".join(f"{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n"
+                                                 for u in range(20)))
+    runs = tmp_path / "runs"
+    assert main(["train", "--dataset", "Pantry", "--data-dir", str(tmp_path), "--epochs", "1", "--runs-dir",
+                 str(runs), "--no-progress", "--set", "n_layers=1", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    capsys.readouterr()
+    assert main(["evaluate", result["run_dir"], "--data-dir", str(tmp_path)]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["HR@20"] == round(result["test"]["HR@20"], 5) and same["NDCG@20"] == round(result["test"]["NDCG@20"], 5)
+    assert main(["evaluate", result["run_dir"], "--data-dir", str(tmp_path), "--exclude-history"]) == 0
+    excluded = json.loads(capsys.readouterr().out)
+    assert excluded["exclude_history"] is True
+    # every user's history covers most of the 9 items: excluding it must change the ranking
+    assert excluded["NDCG@20"] != same["NDCG@20"]
