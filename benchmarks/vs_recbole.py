@@ -11,7 +11,10 @@ subprocess with that venv's python. Our side runs in this process through the li
 (``build_model`` + ``fit``, the two calls ``run_training`` makes) with a temporary run directory.
 
 Both read the same ``ml-100k.inter`` from our dataset cache (RecBole: ``data_path`` = its parent's
-parent, dataset ``ml-100k``).
+parent, dataset ``ml-100k``). Our ml-100k preparation (``PrepSettings()``): no k-core, no rating
+threshold, users need 3 interactions (all have at least 20), exact duplicate rows dropped (there are
+none), ties in time broken by file order. RecBole gets no filters and no threshold either, so both
+keep 943 users, 1682 items and 100,000 interactions.
 
 Matched: leave-one-out in time order (validation = second-to-last item, test = last), full ranking
 over all items with no history masking (ours: ``exclude_history=False``; RecBole never masks for
@@ -238,7 +241,10 @@ def run_recbole(python: Path, inter: Path, seed: int, epochs: int, threads: int,
     workdir.mkdir(parents=True, exist_ok=True)
     job = {"config": recbole_config(inter, seed, epochs, workdir), "threads": threads,
            "result": str(workdir / "result.json")}
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONNOUSERSITE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONNOUSERSITE": "1",
+           # RecBole 1.2.1 reloads its best checkpoint with a bare torch.load, which torch >= 2.6 refuses
+           # (weights_only); the file is the one it has just written itself.
+           "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
     with open(workdir / "recbole.out", "w") as output:
         done = subprocess.run([str(python), "-c", RECBOLE_CHILD], input=json.dumps(job), cwd=workdir, env=env,
                               stdout=output, stderr=subprocess.STDOUT, text=True,
@@ -347,8 +353,11 @@ def main() -> None:
     print(f"SASRec on ml-100k: mltfrkit {mltfrkit.__version__} vs RecBole {RECBOLE_VERSION}; torch {torch.__version__}, "
           f"{args.threads} threads, CPU; seeds {args.seeds}; epoch cap {args.epochs}; "
           f"early stopping on valid {METRIC}, patience {PATIENCE}", flush=True)
-    print(f"data (read by both): {inter}  ({stats['users']} users, {stats['items']} items, "
-          f"{stats['interactions']} interactions after our preparation: no k-core, no rating threshold)")
+    prep = split.settings
+    print(f"data (read by both): {inter}; our preparation (PrepSettings defaults: k_core={prep.k_core}, "
+          f"user_core={prep.user_core}, min_user_len={prep.min_user_len}, dedupe={prep.dedupe}, no rating "
+          f"threshold, ties by file order): {stats['users']} users, {stats['items']} items, "
+          f"{stats['interactions']} interactions")
     print(f"RecBole venv: {venv} ({f'built now in {build_seconds:.0f}s' if build_seconds else 'reused'})")
 
     ours_runs, recbole_runs = [], []
@@ -372,9 +381,14 @@ def main() -> None:
 
     rb0 = recbole_runs[0]
     valid_diff, test_diff = target_differences(split, rb0)
-    print(f"RecBole's preparation: {rb0['n_users']} users, {rb0['n_items']} items, {rb0['interactions']} interactions; "
-          f"validation item differs from ours for {valid_diff} users, test item for {test_diff} "
-          f"(float32 time ties)")
+    print(f"RecBole's preparation (no filters, no threshold, timestamp min-max scaled to float32): "
+          f"{rb0['n_users']} users, {rb0['n_items']} items, {rb0['interactions']} interactions; validation item "
+          f"differs from ours for {valid_diff} users, test item for {test_diff} (float32 time ties); "
+          f"RecBole side: torch {rb0['torch']}, {rb0['threads']} threads")
+    print(f"matched: leave-one-out in time order, full ranking without history masking, d={HIDDEN}, {LAYERS} blocks, "
+          f"{HEADS} heads, FFN inner {HIDDEN}, ReLU, dropout {DROPOUT} (hidden + attention), max_len {MAX_LEN}, "
+          f"batch {BATCH}, Adam lr {LR:g}, 1 uniform negative, patience {PATIENCE} on valid {METRIC} "
+          f"(RecBole stopping_step={PATIENCE - 1}), epoch cap, seed value, threads, CPU")
     print("not matched: loss (RecBole SASRec has no BCE: BPR with 1 uniform negative vs our BCE with 1), "
           "training samples (RecBole: one target per prefix, 128 prefixes a batch; ours: every position of the "
           "last 51 training items, 128 users a batch), architecture details (RecBole post-LN BERT-style)")
@@ -382,16 +396,16 @@ def main() -> None:
           "imports, data preparation, model construction, final test evaluation. "
           "Per-sample times use training time only (no validation).")
 
-    def row(label, key, fmt, ratio=True):
+    def row(label, key, fmt):
         o, r = mean(key(x) for x in ours_runs), mean(key(x) for x in recbole_runs)
-        text = f"{label:42s} {format(o, fmt):>12s} {format(r, fmt):>12s}"
-        return text + (f" {o / r:12.3f}" if ratio and r else "")
+        return f"{label:44s} {format(o, fmt):>12s} {format(r, fmt):>12s} {o / r if r else float('nan'):12.3f}"
 
     n = len(args.seeds)
-    print(f"\n{f'mean over {n} seed' + 's' * (n > 1):42s} {'ours':>12s} {'RecBole':>12s} {'ours/RecBole':>12s}")
+    print(f"\n{f'mean over {n} seed' + 's' * (n > 1):44s} {'ours':>12s} {'RecBole':>12s} {'ours/RecBole':>12s}")
     print(row("wall time to early stop [s]", lambda x: x["wall"], ".1f"))
     print(row("  of which training [s]", lambda x: x["train_seconds"], ".1f"))
     print(row("  of which validation [s]", lambda x: x["valid_seconds"], ".1f"))
+    print(row("seconds per epoch (training + validation)", lambda x: x["wall"] / x["epochs"], ".2f"))
     print(row("epochs run", lambda x: x["epochs"], ".1f"))
     print(row("best epoch", lambda x: x["best_epoch"], ".1f"))
     print(row("training targets per epoch (scored by loss)", lambda x: x["targets_per_epoch"], ",.0f"))
@@ -402,11 +416,11 @@ def main() -> None:
               lambda x: 1e3 * x["train_seconds"] / (x["epochs"] * x["users_per_epoch"]), ".3f"))
     print(row("test HR@20", lambda x: x["test"]["HR@20"], ".4f"))
     print(row("test NDCG@20", lambda x: x["test"]["NDCG@20"], ".4f"))
-    print(f"{'data loading + preparation [s] (excluded)':42s} {ours_data_seconds:12.1f} "
+    print(f"{'data loading + preparation [s] (excluded)':44s} {ours_data_seconds:12.1f} "
           f"{mean(x['data_seconds'] for x in recbole_runs):12.1f}")
     wall = mean(x["wall"] for x in ours_runs) / mean(x["wall"] for x in recbole_runs)
     ndcg = mean(x["test"]["NDCG@20"] for x in ours_runs) / mean(x["test"]["NDCG@20"] for x in recbole_runs)
-    print(f"RATIOS wall={wall:.2f} ndcg20={ndcg:.2f}")
+    print(f"RATIOS wall={wall:.3g} ndcg20={ndcg:.3g}")
 
 
 if __name__ == "__main__":
