@@ -302,3 +302,37 @@ def test_bfloat16_precision_matches_float32_selection():
     assert sel.tokens.dtype == torch.float32
     sel.tokens.sum().backward()
     assert fast.align.weight.grad is not None and torch.isfinite(fast.align.weight.grad).all()
+
+
+def test_expert_table_holds_only_kept_rows_and_filters_map_back(monkeypatch):
+    """load_expert_table widens only the kept rows; a filter given those rows selects the same
+    tokens, with the same full-vocabulary ids, as one given the whole table."""
+    import numpy as np
+
+    from mltfrkit.mltfr import tables
+
+    full = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float16)
+
+    class FakeTable:
+        name, meta, matrix = "fake", {"sha256": "f"}, full
+
+        def keep_mask(self, exclude):
+            return np.arange(60) % 3 != 0  # every third token is "special"
+
+    monkeypatch.setattr("mltfrkit.vocab.load_table", lambda name: FakeTable())
+    monkeypatch.setattr(tables, "_SHARED", {})
+    rows, keep = tables.load_expert_table("fake", ("special",), max_vocab=25)
+    assert rows.shape == (25, 8) and len(keep) == 25 and (keep % 3 != 0).all()
+    assert torch.equal(rows, torch.from_numpy(full[keep.numpy()].astype(np.float32)))
+    assert tables.load_expert_table("fake", ("special",), max_vocab=25)[0] is rows  # shared, not copied
+
+    whole = torch.from_numpy(full.astype(np.float32))
+    torch.manual_seed(0)
+    from_rows = TokenFilter(rows, D, top_k=3, keep_ids=keep).eval()
+    torch.manual_seed(0)
+    from_whole = TokenFilter(whole, D, top_k=3, keep_ids=keep).eval()
+    assert from_rows.vocab.data_ptr() == rows.data_ptr()  # no per-filter copy
+    E, mask = E_and_mask()
+    with torch.no_grad():
+        a, b = from_rows(E, mask), from_whole(E, mask)
+    assert torch.equal(a.token_ids, b.token_ids) and torch.equal(a.tokens, whole[a.token_ids])

@@ -52,14 +52,17 @@ class TokenFilter(nn.Module):
     def __init__(self, vocab: torch.Tensor, d_emb: int, top_k: int = 10, tau: float = 0.5,
                  noise: str = "paper", keep_ids: torch.Tensor | None = None):
         """``vocab`` is the frozen (V, d_llm) table, shared between filters that use the same source;
-        ``keep_ids`` restricts selection to a pre-filtered subset (token classes)."""
+        ``keep_ids`` (sorted full-vocabulary ids) restricts selection to a pre-filtered subset (token
+        classes, cap); ``vocab`` may be the full table or already just those rows."""
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, not {noise!r}")
-        if keep_ids is not None:
-            vocab_rows = vocab.index_select(0, keep_ids)
-        else:
+        if keep_ids is None:
             vocab_rows, keep_ids = vocab, torch.arange(vocab.shape[0])
+        elif vocab.shape[0] == len(keep_ids):  # already the kept rows (as load_expert_table returns them)
+            vocab_rows = vocab
+        else:  # the full table: select the kept rows
+            vocab_rows = vocab.index_select(0, keep_ids)
         if top_k > vocab_rows.shape[0]:
             raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab_rows.shape[0]}")
         # Frozen tables are non-persistent buffers: never trained, never written into checkpoints.

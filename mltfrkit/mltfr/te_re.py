@@ -27,8 +27,9 @@ class ItemTokenInjection(nn.Module):
                  random_rows: bool = False, assignment_seed: int = 0):
         super().__init__()
         keep_ids = keep_ids if keep_ids is not None else torch.arange(vocab.shape[0])
-        rows = keep_ids[assign_rows(n_items, len(keep_ids), assignment_seed)]
-        table = vocab[rows].float()
+        positions = assign_rows(n_items, len(keep_ids), assignment_seed)
+        rows = keep_ids[positions]  # full-vocabulary ids
+        table = (vocab[positions] if vocab.shape[0] == len(keep_ids) else vocab[rows]).float()
         if random_rows:
             generator = torch.Generator().manual_seed(assignment_seed + 1)
             noise = torch.randn(table.shape, generator=generator)
