@@ -122,7 +122,7 @@ PROFILES = {
                      noise_top_ks=(1,), max_experts=6),
     # The paper's settings, with two CPU budgets: each source capped at its first 16,000 kept tokens
     # (uncapped, the exact straight-through gradient over all 359k tokens of 4 offline experts costs
-    # ~47x a SASRec step; see README "Making MLTFR cheap") and Fisher estimated on 256 users.
+    # about 20x a SASRec step here; see README "Making MLTFR cheap") and Fisher estimated on 256 users.
     # epochs=100 is `mltfrkit train`'s default, so runs started from the command line are the same
     # store entries; early stopping (patience 10) ends every Pantry/Beauty run long before it.
     "paper": Profile("paper", epochs=100, patience=10, seeds=(0, 1, 2), backbones=tuple(PAPER_BACKBONES),
