@@ -23,17 +23,12 @@ from typing import Callable, Iterable
 import pandas as pd
 from tqdm.auto import tqdm
 
-import mltfrkit
 from mltfrkit.data import load_dataset
-from mltfrkit.runs import RunSpec, run_dir_for, run_training, runs_root, store_root
+from mltfrkit.runs import RunSpec, run_dir_for, run_training, store_root
 from mltfrkit.train import write_result
 
 RESULT = "result.json"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
-
-
-def code_version() -> str:
-    return mltfrkit.__version__
 
 
 class ResultStore:
@@ -41,7 +36,6 @@ class ResultStore:
 
     def __init__(self, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
                  progress: bool = True, log: Callable[[str], None] | None = print, derive_ablation: bool = True):
-        self.base = runs_root(root)
         self.root = store_root(root)
         self.data_dir = data_dir
         self.progress = progress

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mltfrkit.mltfr.tables import kept_rows
+
 NOISE_MODES = ("paper", "tempered", "none")
 
 
@@ -57,12 +59,7 @@ class TokenFilter(nn.Module):
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, not {noise!r}")
-        if keep_ids is None:
-            vocab_rows, keep_ids = vocab, torch.arange(vocab.shape[0])
-        elif vocab.shape[0] == len(keep_ids):  # already the kept rows (as load_expert_table returns them)
-            vocab_rows = vocab
-        else:  # the full table: select the kept rows
-            vocab_rows = vocab.index_select(0, keep_ids)
+        vocab_rows, keep_ids = kept_rows(vocab, keep_ids)
         if top_k > vocab_rows.shape[0]:
             raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab_rows.shape[0]}")
         # Frozen tables are non-persistent buffers: never trained, never written into checkpoints.

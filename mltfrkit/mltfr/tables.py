@@ -40,6 +40,17 @@ def load_expert_table(name: str, exclude_classes: tuple[str, ...] = ("special", 
     return _SHARED[key]
 
 
+def kept_rows(vocab: torch.Tensor, keep_ids: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the kept rows, their full-vocabulary ids) from either the full table or the kept rows
+    alone (what :func:`load_expert_table` returns); kept ids are sorted and unique, so a table
+    with exactly ``len(keep_ids)`` rows is already restricted."""
+    if keep_ids is None:
+        return vocab, torch.arange(vocab.shape[0])
+    if vocab.shape[0] == len(keep_ids):
+        return vocab, keep_ids
+    return vocab.index_select(0, keep_ids), keep_ids
+
+
 def table_reference(name: str) -> dict:
     """What a checkpoint stores instead of the table itself: the source and its sha256."""
     from mltfrkit.vocab import load_table

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mltfrkit.mltfr.tables import kept_rows
+
 
 def assign_rows(n_items: int, n_candidates: int, seed: int) -> torch.Tensor:
     """Item i (1..n_items) -> a vocabulary candidate index; distinct while candidates last."""
@@ -26,10 +28,10 @@ class ItemTokenInjection(nn.Module):
     def __init__(self, n_items: int, vocab: torch.Tensor, keep_ids: torch.Tensor | None, d_emb: int,
                  random_rows: bool = False, assignment_seed: int = 0):
         super().__init__()
-        keep_ids = keep_ids if keep_ids is not None else torch.arange(vocab.shape[0])
+        candidates, keep_ids = kept_rows(vocab, keep_ids)
         positions = assign_rows(n_items, len(keep_ids), assignment_seed)
         rows = keep_ids[positions]  # full-vocabulary ids
-        table = (vocab[positions] if vocab.shape[0] == len(keep_ids) else vocab[rows]).float()
+        table = candidates[positions].float()
         if random_rows:
             generator = torch.Generator().manual_seed(assignment_seed + 1)
             noise = torch.randn(table.shape, generator=generator)
