@@ -25,9 +25,10 @@ uniform negative per training target, NDCG@20 early stopping with patience 10 (R
 HR/NDCG@20, the same epoch cap, seed value, CPU, thread count (``torch.set_num_threads`` and
 ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``), one evaluation batch for all 943 users.
 
+Loss: RecBole's SASRec has only CE and BPR, so both sides train BPR (-log sigmoid(pos - neg)) with one
+uniform negative per target (ours: ``loss="bpr"``; our default is BCE, MLTFR's eq. 16).
+
 Not matched (RecBole does not allow it, or the models differ by design):
-  * loss: RecBole's SASRec has only CE and BPR; BPR (-log sigmoid(pos - neg)) with one uniform
-    negative is used. Ours is BCE (-log sigmoid(pos) - log(1 - sigmoid(neg))), one negative.
   * training samples: RecBole trains one target per prefix (every item of every training sequence,
     history truncated to 50), in batches of 128 prefixes; ours trains every position of the last
     51 training items of each user, in batches of 128 user sequences. Time per training sample is
@@ -48,12 +49,19 @@ Wall time to the early stop = the fit call: training epochs + per-epoch validati
 writes, up to the last epoch. Excluded: venv build, interpreter start and imports, dataset loading
 and preparation (printed separately), model construction, the final test evaluation.
 
-    python benchmarks/vs_recbole.py [--seeds 0 1 2] [--threads 2] [--epochs 200] [--keep-logs]
+RecBole's side takes about 50 minutes a seed on one core here, so each of its seeds is stored once
+measured (``<mltfrkit cache>/benchmarks/vs_recbole/``, keyed by its full config, the data file's sha256,
+the thread count and RecBole's version) and reused by later calls; ``--fresh`` measures again. Ours is
+always trained anew. The load average is printed with every measurement: timings taken on a busy
+machine say so.
+
+    python benchmarks/vs_recbole.py [--seeds 0 1 2] [--threads 2] [--epochs 200] [--keep-logs] [--fresh]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -237,6 +245,38 @@ def recbole_config(inter: Path, seed: int, epochs: int, workdir: Path) -> dict:
     }
 
 
+def recbole_store_path(inter: Path, seed: int, epochs: int, threads: int) -> Path:
+    """Where one seed's RecBole measurement is kept: keyed by everything that determines it."""
+    from mltfrkit.paths import cache_dir
+
+    config = recbole_config(inter, seed, epochs, Path("."))
+    for path_key in ("data_path", "checkpoint_dir"):
+        config.pop(path_key)
+    digest = hashlib.sha256(inter.read_bytes()).hexdigest()
+    key = json.dumps({"config": config, "threads": threads, "data": digest, "recbole": RECBOLE_VERSION,
+                      "torch": TORCH_VERSION}, sort_keys=True)
+    name = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir("benchmarks") / "vs_recbole" / f"{name}-seed{seed}.json"
+
+
+def stored_recbole(python: Path, inter: Path, seed: int, epochs: int, threads: int, workdir: Path,
+                   fresh: bool) -> dict:
+    """One seed of RecBole: the stored measurement when there is one, else run it and store it atomically."""
+    from mltfrkit.paths import atomic_write_bytes
+
+    path = recbole_store_path(inter, seed, epochs, threads)
+    if path.exists() and not fresh:
+        result = json.loads(path.read_text())
+        result["stored"] = str(path)
+        return result
+    load_before = os.getloadavg()[0]
+    result = run_recbole(python, inter, seed, epochs, threads, workdir)
+    result["load_average"] = [load_before, os.getloadavg()[0]]
+    result["measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    atomic_write_bytes(path, json.dumps(result).encode())
+    return result
+
+
 def run_recbole(python: Path, inter: Path, seed: int, epochs: int, threads: int, workdir: Path) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     job = {"config": recbole_config(inter, seed, epochs, workdir), "threads": threads,
@@ -266,7 +306,7 @@ def run_ours(split, seed: int, epochs: int, workdir: Path) -> dict:
 
     spec = RunSpec(dataset="ml-100k", backbone="sasrec",
                    model={"hidden_size": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "dropout": DROPOUT,
-                          "max_len": MAX_LEN, "loss": "bce"},
+                          "max_len": MAX_LEN, "loss": "bpr"},
                    train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, patience=PATIENCE, valid_metric=METRIC,
                                      ks=(K,), seed=seed, device="cpu", exclude_history=False))
     run_dir = run_dir_for(spec, split, workdir)
@@ -314,6 +354,12 @@ def mean(values) -> float:
     return sum(values) / len(values)
 
 
+def sd(values) -> float:
+    values = list(values)
+    centre = mean(values)
+    return (sum((v - centre) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run; means are reported")
@@ -322,6 +368,8 @@ def main() -> None:
     parser.add_argument("--recbole-venv", type=Path, default=None,
                         help="RecBole's virtual environment, built here if missing "
                              "(default: <mltfrkit cache>/recbole-venv, i.e. $MLTFR_CACHE_DIR or ~/.cache/mltfrkit)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="measure RecBole again even where a stored measurement for the same settings exists")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep RecBole's logs and both sides' checkpoints (the path is printed)")
     args = parser.parse_args()
@@ -364,13 +412,18 @@ def main() -> None:
     try:
         for seed in args.seeds:
             print(f"seed {seed}: RecBole ...", flush=True)
-            rb = run_recbole(python, inter, seed, args.epochs, args.threads, workroot / f"recbole-seed{seed}")
+            rb = stored_recbole(python, inter, seed, args.epochs, args.threads, workroot / f"recbole-seed{seed}",
+                                args.fresh)
+            origin = (f"stored, measured {rb['measured_at']}" if "stored" in rb else "measured now")
             print(f"seed {seed}: RecBole  wall {rb['wall']:7.1f}s  epochs {rb['epochs']:3d}  best {rb['best_epoch']:3d}  "
-                  f"test HR@20 {rb['test']['HR@20']:.4f}  NDCG@20 {rb['test']['NDCG@20']:.4f}", flush=True)
+                  f"test HR@20 {rb['test']['HR@20']:.4f}  NDCG@20 {rb['test']['NDCG@20']:.4f}  "
+                  f"(load average {rb['load_average'][0]:.1f} -> {rb['load_average'][1]:.1f}; {origin})", flush=True)
             print(f"seed {seed}: ours ...", flush=True)
+            load_before = os.getloadavg()[0]
             ours = run_ours(split, seed, args.epochs, workroot / f"ours-seed{seed}")
             print(f"seed {seed}: ours     wall {ours['wall']:7.1f}s  epochs {ours['epochs']:3d}  best {ours['best_epoch']:3d}  "
-                  f"test HR@20 {ours['test']['HR@20']:.4f}  NDCG@20 {ours['test']['NDCG@20']:.4f}", flush=True)
+                  f"test HR@20 {ours['test']['HR@20']:.4f}  NDCG@20 {ours['test']['NDCG@20']:.4f}  "
+                  f"(load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
             recbole_runs.append(rb)
             ours_runs.append(ours)
     finally:
@@ -389,8 +442,8 @@ def main() -> None:
           f"{HEADS} heads, FFN inner {HIDDEN}, ReLU, dropout {DROPOUT} (hidden + attention), max_len {MAX_LEN}, "
           f"batch {BATCH}, Adam lr {LR:g}, 1 uniform negative, patience {PATIENCE} on valid {METRIC} "
           f"(RecBole stopping_step={PATIENCE - 1}), epoch cap, seed value, threads, CPU")
-    print("not matched: loss (RecBole SASRec has no BCE: BPR with 1 uniform negative vs our BCE with 1), "
-          "training samples (RecBole: one target per prefix, 128 prefixes a batch; ours: every position of the "
+    print("matched loss: BPR, -log sigmoid(pos - neg), 1 uniform negative per target (RecBole's SASRec has no BCE)")
+    print("not matched: training samples (RecBole: one target per prefix, 128 prefixes a batch; ours: every position of the "
           "last 51 training items, 128 users a batch), architecture details (RecBole post-LN BERT-style)")
     print("wall = fit call: training + per-epoch validation + checkpoints up to the early stop; excludes venv build, "
           "imports, data preparation, model construction, final test evaluation. "
@@ -420,6 +473,13 @@ def main() -> None:
           f"{mean(x['data_seconds'] for x in recbole_runs):12.1f}")
     wall = mean(x["wall"] for x in ours_runs) / mean(x["wall"] for x in recbole_runs)
     ndcg = mean(x["test"]["NDCG@20"] for x in ours_runs) / mean(x["test"]["NDCG@20"] for x in recbole_runs)
+    if n > 1:  # is the quality gap larger than the spread between seeds?
+        for metric in ("HR@20", "NDCG@20"):
+            o = [x["test"][metric] for x in ours_runs]
+            r = [x["test"][metric] for x in recbole_runs]
+            gap, se = mean(o) - mean(r), (sd(o) ** 2 / n + sd(r) ** 2 / n) ** 0.5
+            print(f"test {metric}: ours {mean(o):.4f} +- {sd(o):.4f}, RecBole {mean(r):.4f} +- {sd(r):.4f} (sd over "
+                  f"seeds); ours - RecBole = {gap:+.4f}, {gap / se if se else float('nan'):+.2f} standard errors")
     print(f"RATIOS wall={wall:.3g} ndcg20={ndcg:.3g}")
 
 

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=TrainConfig.patience)
     train.add_argument("--lr", type=float, default=TrainConfig.lr)
     train.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    train.add_argument("--loss", choices=["bce", "ce"], default=None, help="default: the backbone's own")
+    train.add_argument("--loss", choices=["bce", "bpr", "ce"], default=None, help="default: the backbone's own")
     train.add_argument("--device", default="auto")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backbone option")
     train.add_argument("--plugin", choices=["none", "mltfr", "te", "re"], default="none",

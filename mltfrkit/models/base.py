@@ -24,6 +24,9 @@ class SequencePlugin(Protocol):
         """(B, L, d), (B, L) bool, (B, L) item ids -> (B, L, d) added to E."""
 
 
+LOSSES = ("bce", "bpr", "ce")
+
+
 @dataclass
 class BackboneConfig:
     """Fields every backbone has; subclasses add their own with their paper's defaults."""
@@ -31,7 +34,9 @@ class BackboneConfig:
     hidden_size: int = 64
     max_len: int = 50
     dropout: float = 0.2
-    loss: str = "bce"  # "bce": one sampled negative per position (MLTFR eq. 16); "ce": softmax over all items
+    # "bce": one sampled negative per position (MLTFR eq. 16); "bpr": the same negative, -log sigmoid(pos - neg)
+    # (RecBole's SASRec loss, for side-by-side runs); "ce": softmax over all items
+    loss: str = "bce"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,8 +50,8 @@ class SequentialRecommender(nn.Module):
 
     def __init__(self, n_items: int, config: BackboneConfig):
         super().__init__()
-        if config.loss not in ("bce", "ce"):
-            raise ValueError(f"loss must be 'bce' or 'ce', not {config.loss!r}")
+        if config.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, not {config.loss!r}")
         self.n_items = n_items
         self.config = config
         self.plugin: nn.Module | None = None
@@ -111,6 +116,8 @@ class SequentialRecommender(nn.Module):
         negatives = sample_negatives(targets, seqs, self.n_items, generator)
         pos = self.pair_scores(hidden[valid], targets[valid])
         neg = self.pair_scores(hidden[valid], negatives[valid])
+        if self.config.loss == "bpr":
+            return F.softplus(neg - pos).mean()  # -log sigmoid(pos - neg)
         return F.softplus(-pos).mean() + F.softplus(neg).mean()  # -log sigmoid(pos) - log(1 - sigmoid(neg))
 
     def pair_scores(self, hidden: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
