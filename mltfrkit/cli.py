@@ -18,24 +18,68 @@ def _parse_value(text: str):
         return text
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from mltfrkit.runs import RunSpec, run_training, store_root
+def key_value(text: str) -> tuple[str, object]:
+    """argparse type for --set / --plugin-set: KEY=VALUE, the value read as JSON where it parses."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (for example max_vocab=16000), got {text!r}")
+    return key.strip(), _parse_value(value)
 
-    model = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+
+MLTFR_FLAGS = (("llms", "llms"), ("experts", "n_experts"), ("top_k", "top_k"), ("noise", "noise"),
+               ("alpha", "alpha"), ("placement", "placement"), ("round2", "round2"))
+
+
+def train_spec(args: argparse.Namespace):
+    """The RunSpec a ``train`` command line describes (its store key is what notebooks look up)."""
+    from mltfrkit.runs import RunSpec
+    from mltfrkit.train.trainer import resolve_device
+
+    plugin = "mltfr" if args.mltfr else args.plugin
+    # Options that would change the run's key but not the run: refuse them instead of ignoring them.
+    mltfr_only = [f"--{flag.replace('_', '-')}" for flag, _ in MLTFR_FLAGS if getattr(args, flag) is not None]
+    mltfr_only += ["--no-consensus"] if args.no_consensus else []
+    if mltfr_only and plugin != "mltfr":
+        raise ValueError(f"{', '.join(mltfr_only)}: for MLTFR runs only; add --mltfr")
+    if args.llm is not None and plugin not in ("te", "re"):
+        raise ValueError("--llm only applies to --plugin te / re (MLTFR takes --llms)")
+    if args.plugin_set and plugin == "none":
+        raise ValueError("--plugin-set only applies with a plug-in: add --mltfr or --plugin te / re")
+    try:
+        resolve_device(args.device)
+    except RuntimeError as error:
+        raise ValueError(f"--device {args.device!r} is not a device torch knows ({error}); "
+                         f"use auto, cpu, cuda or cuda:N") from None
+
+    profile = None
+    if args.profile:
+        from mltfrkit.experiments import PROFILES
+
+        profile = PROFILES[args.profile]
+    epochs = args.epochs if args.epochs is not None else (profile.epochs if profile else TrainConfig.epochs)
+    patience = args.patience if args.patience is not None else (profile.patience if profile else TrainConfig.patience)
+    model = dict(args.set)
     if args.loss:
         model["loss"] = args.loss
-    train = TrainConfig(epochs=args.epochs, seed=args.seed, patience=args.patience, lr=args.lr,
+    train = TrainConfig(epochs=epochs, seed=args.seed, patience=patience, lr=args.lr,
                         batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history)
-    options = {k: _parse_value(v) for k, v in (item.split("=", 1) for item in args.plugin_set)}
-    for flag, key in (("llms", "llms"), ("experts", "n_experts"), ("top_k", "top_k"), ("noise", "noise"),
-                      ("alpha", "alpha"), ("placement", "placement"), ("round2", "round2"), ("llm", "llm")):
+    options = {}
+    if profile and plugin == "mltfr":  # the notebooks' settings, so this run is their store entry
+        options.update({"llms": profile.llms, **profile.mltfr})
+    options.update(dict(args.plugin_set))
+    for flag, key in MLTFR_FLAGS + (("llm", "llm"),):
         if getattr(args, flag) is not None:
             options[key] = getattr(args, flag)
     if args.no_consensus:
         options["consensus"] = False
-    plugin = "mltfr" if args.mltfr else args.plugin
-    spec = RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train, plugin=plugin,
+    return RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train, plugin=plugin,
                    plugin_options=options)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from mltfrkit.runs import run_training, store_root
+
+    spec = train_spec(args)
     result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
                           progress=not args.no_progress)
     test = result["test"]
@@ -95,18 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default="ml-100k")
     train.add_argument("--backbone", default="sasrec", help=f"one of: {', '.join(backbone_names())}")
     train.add_argument("--data-dir", default=None)
-    train.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    train.add_argument("--profile", choices=["quick", "paper"], default=None,
+                       help="the notebooks' settings (epochs, patience, MLTFR experts / vocabulary cap / Fisher users), "
+                            "so the run is the same store entry a notebook with that profile reads")
+    train.add_argument("--epochs", type=int, default=None, help=f"default {TrainConfig.epochs} (or the profile's)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--patience", type=int, default=TrainConfig.patience)
+    train.add_argument("--patience", type=int, default=None, help=f"default {TrainConfig.patience} (or the profile's)")
     train.add_argument("--lr", type=float, default=TrainConfig.lr)
     train.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     train.add_argument("--loss", choices=["bce", "bpr", "ce"], default=None, help="default: the backbone's own")
     train.add_argument("--device", default="auto")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="backbone option")
+    train.add_argument("--set", action="append", default=[], type=key_value, metavar="KEY=VALUE", help="backbone option")
     train.add_argument("--plugin", choices=["none", "mltfr", "te", "re"], default="none",
                        help="mltfr = the MLTFR plug-in; te / re = LLM-TE / LLM-RE (Fig. 1)")
     train.add_argument("--mltfr", action="store_true", help="same as --plugin mltfr")
-    train.add_argument("--llms", default=None, help="vocab preset or comma-free source name (default: offline)")
+    train.add_argument("--llms", default=None, help="vocab preset, or source names separated by commas (default: offline)")
     train.add_argument("--experts", type=int, default=None, help="first m sources of the preset (default 4)")
     train.add_argument("--top-k", type=int, default=None)
     train.add_argument("--noise", choices=["paper", "tempered", "none"], default=None)
@@ -115,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--round2", choices=["continue", "restart"], default=None)
     train.add_argument("--no-consensus", action="store_true", help="the SC ablation: one round, no consensus expert")
     train.add_argument("--llm", default=None, help="token source for --plugin te/re")
-    train.add_argument("--plugin-set", action="append", default=[], metavar="KEY=VALUE", help="MLTFR option")
+    train.add_argument("--plugin-set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                       help="MLTFR option (a field of MLTFRConfig), or llm / assignment_seed for te / re")
     train.add_argument("--out", default=None, help="result JSON path")
     train.add_argument("--runs-dir", default=None, help="the result store's root: runs go to <root>/mltfrkit-<version>/, where notebooks "
                        "look first (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
@@ -152,11 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from mltfrkit.vocab.cli import EXPECTED_ERRORS as VOCAB_ERRORS
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except (KeyError, TypeError, ValueError, FileNotFoundError, DatasetNotFoundError, EmptyDatasetError,
-            MalformedInputError) as error:
+            MalformedInputError) + VOCAB_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"mltfrkit: error: {message}", file=sys.stderr)
         return 2

@@ -30,6 +30,11 @@ class RunSpec:
     def __post_init__(self):
         if self.plugin not in PLUGINS:
             raise ValueError(f"unknown plugin {self.plugin!r}; valid: {', '.join(PLUGINS)}")
+        from mltfrkit.data import DATASETS
+
+        registered = DATASETS.get(str(self.dataset).lower())
+        if registered is not None:  # "pantry" and "Pantry" are one dataset, so one store entry
+            self.dataset = registered.name
 
     def mltfr_config(self):
         from mltfrkit.mltfr import AUTHOR_DEFAULTS, MLTFRConfig
@@ -39,8 +44,6 @@ class RunSpec:
         if unknown:
             raise TypeError(f"MLTFR has no option(s) {unknown}; its options are {sorted(known)}")
         options = {**AUTHOR_DEFAULTS.get(self.backbone.lower(), {}), **self.plugin_options}
-        if "exclude_classes" in options:
-            options["exclude_classes"] = tuple(options["exclude_classes"])
         return MLTFRConfig(**options)
 
     def token_sources(self) -> list[str]:

@@ -67,3 +67,39 @@ def test_evaluate_rescores_a_stored_run_under_another_protocol(tmp_path, capsys)
     assert excluded["exclude_history"] is True
     # every user's history covers most of the 9 items: excluding it must change the ranking
     assert excluded["NDCG@20"] != same["NDCG@20"]
+
+
+def test_profile_flag_describes_the_notebooks_run(tmp_path):
+    """`train --profile paper --mltfr` is the run a paper-profile notebook looks up, whatever the dataset's case."""
+    from mltfrkit.cli import build_parser, train_spec
+    from mltfrkit.experiments import Experiment
+
+    (tmp_path / "Pantry.txt").write_text("".join(f"{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n"
+                                                 for u in range(20)))
+    experiment = Experiment("Pantry", data_dir=str(tmp_path), profile="paper", runs_dir=str(tmp_path / "runs"))
+    for plugin_flags, plugin in (([], "none"), (["--mltfr"], "mltfr")):
+        args = build_parser().parse_args(["train", "--dataset", "pantry", "--backbone", "linrec", "--seed", "2",
+                                          "--profile", "paper", *plugin_flags])
+        mine, theirs = train_spec(args), experiment.spec("linrec", plugin, seed=2)
+        assert mine.dataset == theirs.dataset == "Pantry"
+        assert mine.to_dict("sha") == theirs.to_dict("sha") if plugin == "none" else (
+            mine.train == theirs.train and mine.mltfr_config() == theirs.mltfr_config())
+    quick = train_spec(build_parser().parse_args(["train", "--mltfr", "--profile", "quick", "--experts", "2"]))
+    assert quick.mltfr_config().n_experts == 2 and quick.mltfr_config().max_vocab == 4000  # flags beat the profile
+
+
+def test_misplaced_or_mistyped_options_are_refused_before_training(capsys):
+    for argv, expected in ((["--top-k", "3"], "add --mltfr"), (["--plugin-set", "max_vocab=9"], "add --mltfr"),
+                           (["--llm", "x"], "--plugin te / re"), (["--device", "gpu9"], "use auto, cpu, cuda"),
+                           (["--mltfr", "--plugin-set", "round2=restrat"], "'continue', 'restart'"),
+                           (["--mltfr", "--plugin-set", "exclude_classes=speshal"], "unknown token class")):
+        assert main(["train", *argv]) == 2, argv
+        assert expected in capsys.readouterr().err, argv
+
+
+def test_key_value_options_need_an_equals_sign(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["train", "--set", "n_layers"])
+    assert "expected KEY=VALUE" in capsys.readouterr().err

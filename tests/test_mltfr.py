@@ -351,3 +351,11 @@ def test_gumbel_noise_has_the_gumbel_distribution():
     kolmogorov_smirnov = (empirical - torch.exp(-torch.exp(-ordered))).abs().max().item()
     assert kolmogorov_smirnov < 0.004  # the 1% critical value for 400k draws is about 0.0026
     assert torch.isfinite(gumbel_like(torch.zeros(10_000), torch.Generator().manual_seed(1))).all()
+
+
+def test_config_rejects_mistyped_choices_and_reads_one_class_name():
+    assert MLTFRConfig(exclude_classes="special").exclude_classes == ("special",)
+    for bad in ({"noise": "papr"}, {"precision": "float16"}, {"fisher_labels": "true"}, {"top_k": 0},
+                {"max_vocab": 0}, {"exclude_classes": ("speshal",)}):
+        with pytest.raises(ValueError):
+            MLTFRConfig(**bad)

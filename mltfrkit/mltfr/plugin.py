@@ -34,6 +34,28 @@ class MLTFRConfig:
     fisher_labels: str = "observed"  # "observed" (empirical Fisher) or "sampled" (from the model)
     round2: str = "continue"  # "continue" (Algorithm 1) or "restart" (the authors' code)
 
+    def __post_init__(self):
+        """Reject a mistyped option now, not after hours of round 1."""
+        from mltfrkit.vocab.tokens import TokenClass
+
+        choices = {"noise": ("paper", "tempered", "none"), "placement": ("input", "after_first_block"),
+                   "precision": ("float32", "bfloat16"), "fisher_labels": ("observed", "sampled"),
+                   "round2": ("continue", "restart")}
+        for name, valid in choices.items():
+            if getattr(self, name) not in valid:
+                raise ValueError(f"MLTFR option {name}={getattr(self, name)!r} is not one of {list(valid)}")
+        for name in ("n_experts", "top_k", "n_heads", "fisher_samples"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"MLTFR option {name} must be a positive integer, not {getattr(self, name)!r}")
+        if self.max_vocab is not None and (not isinstance(self.max_vocab, int) or self.max_vocab < self.top_k):
+            raise ValueError(f"MLTFR option max_vocab must be None or an integer >= top_k ({self.top_k}), "
+                             f"not {self.max_vocab!r}")
+        if isinstance(self.exclude_classes, str):  # "special" means ("special",), not its letters
+            self.exclude_classes = (self.exclude_classes,)
+        self.exclude_classes = tuple(self.exclude_classes)
+        for value in self.exclude_classes:
+            TokenClass.parse(value)  # names the valid classes when one is unknown
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["exclude_classes"] = list(self.exclude_classes)
