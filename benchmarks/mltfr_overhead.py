@@ -3,12 +3,13 @@
 For each configuration (backbone alone, + MLTFR with the offline preset's first 4 experts,
 + all 6), a fresh subprocess builds the model on Pantry, times training steps (batch 128) and
 full-ranking evaluation, and reports its peak resident memory. Ratios are against the
-backbone alone, measured in the same run. Options add rows for the speed knobs
-(``--precision bfloat16``, ``--max-vocab N``).
+backbone alone, measured in the same run. ``--variants PRECISION:MAX_VOCAB ...`` chooses the
+MLTFR rows (speed knobs: ``bfloat16`` tables and projection, a per-source cap, ``none`` = uncapped).
 
     python benchmarks/mltfr_overhead.py --data-dir ../shared/data [--backbones sasrec bert4rec]
+        [--variants float32:none float32:16000 bfloat16:16000 float32:64] [--threads 2]
 
-The last line reads ``RATIOS step4=<x> step6=<y> eval=<z> peak6_gb=<m>`` (SASRec, first option set).
+The last line reads ``RATIOS step4=<x> step6=<y> eval=<z> peak6_gb=<m>`` (SASRec, first variant).
 """
 
 from __future__ import annotations

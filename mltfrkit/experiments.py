@@ -12,9 +12,10 @@ method                 what                                                     
 ``expert_sweep``       m = 1..6 experts, the first m sources of the preset         Fig. 3
 =====================  ==========================================================  ============
 
-Profiles: ``quick`` (a few epochs, capped vocabularies, one seed: minutes on a laptop CPU) and
-``paper`` (the paper's settings: early stopping on validation NDCG@20, full vocabularies, four
-experts, three seeds). Any explicit argument overrides the profile.
+Profiles: ``quick`` (a few epochs, vocabularies capped at 4,000 tokens, one seed: minutes on a laptop
+CPU) and ``paper`` (the paper's settings: early stopping on validation NDCG@20, four experts, three
+seeds; vocabularies capped at 16,000 tokens per source for CPU budgets). Any explicit argument
+overrides the profile; ``mltfrkit train --profile paper`` starts the same runs by hand.
 
 Published figures (:data:`PAPER_TABLE2`, :data:`PAPER_TABLE3`) are shown beside ours only when the
 dataset is one of the paper's; they come from the paper's own tables, not from this toolkit.
@@ -215,8 +216,29 @@ class Experiment:
         return resolve_preset(self.llms)
 
     @property
+    def output_tag(self) -> str:
+        """What output files are named after: the dataset, plus the profile unless it is the default
+        ``quick``, so a quick run never overwrites a paper run's figures."""
+        return self.dataset if self.profile == "quick" else f"{self.dataset}-{self.profile}"
+
+    @property
     def paper_dataset(self) -> str | None:
         return self.dataset if self.dataset in PAPER_TABLE2 else None
+
+    def inspectable_runs(self) -> pd.DataFrame:
+        """Finished MLTFR runs of this dataset for the token inspector; when there is none, trains the
+        profile's default one (the first backbone, first seed: a run Table 2 also uses)."""
+        from mltfrkit.inspector import mltfr_runs
+
+        def of_this_dataset():
+            runs = mltfr_runs(self.store)
+            return runs[runs["dataset"] == self.dataset].reset_index(drop=True) if len(runs) else runs
+
+        runs = of_this_dataset()
+        if runs.empty:
+            self.store.ensure(self.spec(self.backbones[0], "mltfr", seed=self.seeds[0]))
+            runs = of_this_dataset()
+        return runs
 
     # -- Fig. 1 --------------------------------------------------------------------------
     def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec") -> pd.DataFrame:

@@ -241,6 +241,16 @@ class TokenInspector:
         hits = [u for u in users if text in u.lower()] if text else users
         return hits[:self.MAX_USER_OPTIONS]
 
+    def show_user(self, user) -> None:
+        """Open a user by exact id (as the search box and the dropdown would)."""
+        user = str(user)
+        if user not in self.loaded.user_ids:
+            close = self.matching_users(user)[:5]
+            raise LookupError(f"no user {user!r} in {self.loaded.split.name}"
+                              + (f"; ids containing it: {close}" if close else "; search with part of an id"))
+        self.search.value = user
+        self.user.value = user
+
     def _on_search(self):
         hits = self.matching_users(self.search.value)
         busy, self._busy = self._busy, True

@@ -6,7 +6,7 @@
     python scripts/run_notebooks.py --profile paper --notebooks table2 ablation -p backbones '["sasrec"]'
 
 Executed notebooks go to ``papermill_runs/<notebook>-<dataset>.ipynb``, figures (PNG + PDF) and
-tables (CSV) to ``figures/``. Runs come from the result store (``$MLTFR_RUNS_DIR``, else
+tables (CSV) to ``figures/`` (names gain ``-paper`` under ``--profile paper``). Runs come from the result store (``$MLTFR_RUNS_DIR``, else
 ``<cache>/runs``): a second invocation trains nothing, and an interrupted one resumes. The
 notebooks run one after the other (each one's training already uses every core).
 """
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     for number, (dataset, name) in enumerate(jobs, 1):
         parameters = {"dataset": dataset, "data_dir": args.data_dir, "profile": args.profile,
                       "figures_dir": str(Path(args.figures).resolve()), "runs_dir": args.runs_dir, **extra}
-        target = output / f"{name}-{dataset}.ipynb"
+        tag = dataset if args.profile == "quick" else f"{dataset}-{args.profile}"  # as Experiment.output_tag
+        target = output / f"{name}-{tag}.ipynb"
         print(f"[{number}/{len(jobs)}] {name} on {dataset} -> {target}", flush=True)
         began = time.perf_counter()
         try:

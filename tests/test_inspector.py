@@ -120,3 +120,17 @@ def test_inspect_rejects_unknown_noise_and_user(inspector):
     with pytest.raises(KeyError, match="unknown user"):
         inspector.loaded.inspect("no-such-user")
     assert torch.is_grad_enabled()
+
+
+def test_show_user_opens_a_user_or_names_close_ids(inspector):
+    user = inspector.loaded.user_ids[5]
+    inspector.show_user(user)
+    assert inspector.user.value == user and inspector.current.user == user
+    with pytest.raises(LookupError, match="no user 'no-such-user'"):
+        inspector.show_user("no-such-user")
+
+
+def test_inspectable_runs_are_this_datasets_finished_mltfr_runs(experiment):
+    runs = experiment.inspectable_runs()  # the fixture's run exists: nothing is trained
+    assert fixture_run_dir(experiment) in set(runs["run_dir"])
+    assert set(runs["dataset"]) == {"ml-100k"} and set(runs["plugin"]) == {"mltfr"}
