@@ -113,8 +113,9 @@ def build_model(spec: RunSpec, n_items: int):
 
 
 def run_dir_for(spec: RunSpec, split, root: str | os.PathLike | None = None) -> Path:
-    """The directory a run lives in: ``<root>/<dataset>-<backbone>-<plugin>-<key>`` (no training)."""
-    return runs_root(root) / f"{split.name}-{spec.backbone.lower()}-{spec.plugin}-{spec.key(split.source_sha256)}"
+    """The directory a run lives in: ``<root>/<dataset>-<backbone>-<plugin>-<key>`` (no training);
+    without a root, the result store's (so library calls, the command line and notebooks agree)."""
+    return (Path(root) if root is not None else store_root()) / f"{split.name}-{spec.backbone.lower()}-{spec.plugin}-{spec.key(split.source_sha256)}"
 
 
 def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
@@ -179,6 +180,11 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     first = torch.load(stages[0] / "checkpoint.pt", map_location="cpu", weights_only=False)
     spec = spec_from_config({k: v for k, v in first["config"].items() if k != "round"})
     split = load_dataset(spec.dataset, data_dir)
+    trained_on = first["config"].get("data_sha256")
+    if trained_on and trained_on != split.source_sha256:
+        raise ValueError(f"{run_dir} was trained on another version of {spec.dataset}'s data file (sha256 "
+                         f"{trained_on[:12]}..., the file read now: {split.source_sha256[:12]}...): point --data-dir "
+                         f"at the file it was trained on, or train the run again on this one")
     model, plugin = build_model(spec, split.n_items)
     for index, stage in enumerate(stages):
         saved = first if index == 0 else torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)

@@ -67,6 +67,11 @@ def test_evaluate_rescores_a_stored_run_under_another_protocol(tmp_path, capsys)
     assert excluded["exclude_history"] is True
     # every user's history covers most of the 9 items: excluding it must change the ranking
     assert excluded["NDCG@20"] != same["NDCG@20"]
+    # the data file changed since training: a clear refusal, not a size-mismatch traceback
+    with open(tmp_path / "Pantry.txt", "a") as extra:
+        extra.write("99 i1 i2 i3 i4 i5 i6 i7\n")
+    assert main(["evaluate", result["run_dir"], "--data-dir", str(tmp_path)]) == 2
+    assert "another version of Pantry's data file" in capsys.readouterr().err
 
 
 def test_profile_flag_describes_the_notebooks_run(tmp_path):
@@ -103,3 +108,12 @@ def test_key_value_options_need_an_equals_sign(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--set", "n_layers"])
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_wrongly_typed_model_option_and_impossible_training_settings(capsys):
+    for argv, expected in ((["--set", "hidden_size=abc"], "hidden_size='abc' should be int"),
+                           (["--set", "dropout=true"], "dropout=True should be int or float"),
+                           (["--patience", "0"], "patience must be at least 1"),
+                           (["--lr", "0"], "lr must be positive")):
+        assert main(["train", *argv]) == 2, argv
+        assert expected in capsys.readouterr().err, argv

@@ -40,6 +40,14 @@ def make_config(name: str, **overrides) -> BackboneConfig:
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise TypeError(f"{name} has no option(s) {unknown}; its options are {sorted(known)}")
+    defaults = config_class()
+    for key, value in overrides.items():  # a wrong type fails here with its name, not deep inside torch
+        default = getattr(defaults, key)
+        expected = (bool,) if isinstance(default, bool) else (int,) if isinstance(default, int) else \
+            (int, float) if isinstance(default, float) else (type(default),) if default is not None else None
+        if expected and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected)):
+            raise TypeError(f"{name} option {key}={value!r} should be {' or '.join(t.__name__ for t in expected)} "
+                            f"(default {default!r})")
     return config_class(**overrides)
 
 

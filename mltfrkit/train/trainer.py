@@ -37,6 +37,13 @@ class TrainConfig:
     exclude_history: bool = False
     eval_max_bytes: int = 256 << 20
 
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, not {self.lr}")
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ks"] = list(self.ks)
