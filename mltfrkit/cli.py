@@ -62,7 +62,8 @@ def train_spec(args: argparse.Namespace):
     if args.loss:
         model["loss"] = args.loss
     train = TrainConfig(epochs=epochs, seed=args.seed, patience=patience, lr=args.lr,
-                        batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history)
+                        batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history,
+                        windows=args.windows)
     options = {}
     if profile and plugin == "mltfr":  # the notebooks' settings, so this run is their store entry
         options.update({"llms": profile.llms, **profile.mltfr})
@@ -167,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="result JSON path")
     train.add_argument("--runs-dir", default=None, help="the result store's root: runs go to <root>/mltfrkit-<version>/, where notebooks "
                        "look first (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
+    train.add_argument("--windows", choices=["last", "all"], default="last",
+                       help="training sequences: each user's last max_len + 1 items (default, SASRec's practice) or "
+                            "every window of the history, so every training item is a target once")
     train.add_argument("--exclude-history", action="store_true",
                        help="never rank the user's history items (S3-Rec / BSARec protocol); default: rank every item")
     train.add_argument("--no-progress", action="store_true")

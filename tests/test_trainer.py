@@ -83,3 +83,30 @@ def test_sasrec_learns_on_pantry(shared_data):
     chance = 20 / split.n_items
     assert result["test"]["HR@20"] > 5 * chance
     assert result["epochs"][-1]["loss"] < result["epochs"][0]["loss"]
+
+
+def test_all_windows_make_every_training_item_a_target_once(tiny_split):
+    from mltfrkit.train.trainer import training_sequences
+
+    def transitions(seqs):  # (previous item, next item) pairs a window trains on
+        inputs, targets = seqs[:, :-1], seqs[:, 1:]
+        real = (inputs > 0) & (targets > 0)
+        return sorted(zip(inputs[real].tolist(), targets[real].tolist()))
+
+    max_len = 3  # the tiny users have 4-12 items: several windows each
+    last = training_sequences(tiny_split, max_len)
+    windows = training_sequences(tiny_split, max_len, "all")
+    history = [s for s in tiny_split.train_sequences() if len(s) >= 2]
+    assert len(last) == len(history) < len(windows)
+    every = sorted((int(a), int(b)) for s in history for a, b in zip(s[:-1], s[1:]))
+    assert transitions(windows) == every  # each training transition exactly once
+    assert len(transitions(last)) < len(every)  # the last window alone drops the older ones
+
+
+def test_default_windows_leave_stored_run_keys_unchanged():
+    from mltfrkit.train import TrainConfig
+
+    assert "windows" not in TrainConfig().to_dict()  # runs stored before the option keep their keys
+    assert TrainConfig(windows="all").to_dict()["windows"] == "all"
+    with pytest.raises(ValueError, match="windows"):
+        TrainConfig(windows="some")

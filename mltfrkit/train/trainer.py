@@ -36,8 +36,14 @@ class TrainConfig:
     device: str = "auto"
     exclude_history: bool = False
     eval_max_bytes: int = 256 << 20
+    # "last": each user's most recent max_len + 1 training items (SASRec's own practice); "all": the whole
+    # training history in windows of max_len + 1 that overlap by one item, so every training item is a
+    # target exactly once (closer to RecBole's one-sample-per-prefix training on long histories).
+    windows: str = "last"
 
     def __post_init__(self):
+        if self.windows not in ("last", "all"):
+            raise ValueError(f"windows must be 'last' or 'all', not {self.windows!r}")
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -47,6 +53,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ks"] = list(self.ks)
+        if out["windows"] == "last":  # added after runs were stored: left out at its default, so their keys hold
+            del out["windows"]
         return out
 
 
@@ -113,9 +121,13 @@ class TrainState:
     seconds: float = 0.0
 
 
-def training_sequences(split: SplitData, max_len: int) -> torch.Tensor:
-    """(U', max_len + 1) left-padded training sequences of users with at least one training pair."""
+def training_sequences(split: SplitData, max_len: int, windows: str = "last") -> torch.Tensor:
+    """(N, max_len + 1) left-padded training sequences: one per user with at least one training pair
+    (``windows="last"``), or every window of the user's training history (``"all"``)."""
     usable = [s for s in split.train_sequences() if len(s) >= 2]
+    if windows == "all":
+        span = max_len + 1
+        usable = [s[max(0, end - span):end] for s in usable for end in range(len(s), 1, -max_len)]
     return pad_left(usable, max_len + 1)
 
 
@@ -147,7 +159,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
         if log:
             log(f"resumed from {checkpoint} after epoch {state.epoch}")
 
-    train_seqs = training_sequences(split, model.config.max_len)
+    train_seqs = training_sequences(split, model.config.max_len, config.windows)
     valid_hist, valid_targets = split.eval_pairs("valid")
     finished = state.bad_epochs >= config.patience
     while state.epoch < config.epochs and not finished:
