@@ -31,11 +31,13 @@ uniform negative per target (ours: ``loss="bpr"``; our default is BCE, MLTFR's e
 Not matched (RecBole does not allow it, or the models differ by design):
   * training samples: RecBole trains one target per prefix (every item of every training sequence,
     history truncated to 50), in batches of 128 prefixes. Ours (``--windows all``, the default here)
-    cuts each user's training history into windows of 51 items overlapping by one and trains every
-    position, so every training item is a target once too, but early positions of a window see less
-    than 50 items of history; ``--windows last`` trains only each user's last 51 items (our default
-    elsewhere, SASRec's practice: 40% of ml-100k's targets). Time per training sample is therefore
-    given two ways: per target scored by the loss, and per user.
+    cuts each user's training history into windows of 51 items that end every ``--stride`` items
+    (default 10) and scores each window's last ``stride`` targets, so every training item is a target
+    once too, with at least 41 items of history where the user has them (``--stride 50``: windows
+    overlapping by one item, cheapest, but early positions of a window see little history; ``--stride 1``:
+    RecBole's exact contexts, at about 50 times the cost); ``--windows last`` trains only each user's
+    last 51 items (our default elsewhere, SASRec's practice: 40% of ml-100k's targets). Time per
+    training sample is therefore given two ways: per target scored by the loss, and per user.
   * architecture: RecBole's SASRec is BERT-style (post-LayerNorm, LayerNorm on the input embedding,
     no sqrt(d) scaling, no final LayerNorm, all weights N(0, 0.02)); ours follows the SASRec paper's
     code (pre-LayerNorm on queries, sqrt(d) scaling, final LayerNorm, Xavier linear layers).
@@ -300,18 +302,19 @@ def run_recbole(python: Path, inter: Path, seed: int, epochs: int, threads: int,
 
 # -- our side (this process) ---------------------------------------------------------------
 
-def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all") -> dict:
+def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all", stride: int | None = 10) -> dict:
     """Train through the library, timing the fit call the same way as RecBole's."""
     import mltfrkit.train.trainer as trainer_module
     from mltfrkit.runs import RunSpec, build_model, run_dir_for
     from mltfrkit.train import TrainConfig, fit
-    from mltfrkit.train.trainer import training_sequences
+    from mltfrkit.train.trainer import training_sequences, training_windows
 
     spec = RunSpec(dataset="ml-100k", backbone="sasrec",
                    model={"hidden_size": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "dropout": DROPOUT,
                           "max_len": MAX_LEN, "loss": "bpr"},
                    train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, patience=PATIENCE, valid_metric=METRIC,
-                                     ks=(K,), seed=seed, device="cpu", exclude_history=False, windows=windows))
+                                     ks=(K,), seed=seed, device="cpu", exclude_history=False, windows=windows,
+                                     stride=stride if windows == "all" else None))
     run_dir = run_dir_for(spec, split, workdir)
     model, _ = build_model(spec, split.n_items)
     evaluate, eval_seconds = trainer_module.evaluate, []
@@ -333,11 +336,13 @@ def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all")
         trainer_module.evaluate = evaluate
     n_epochs = len(result["epochs"])
     valid_seconds = sum(eval_seconds[:n_epochs])
-    sequences = training_sequences(split, MAX_LEN, windows)
+    sequences, scored = training_windows(split, MAX_LEN, spec.train.windows, spec.train.stride)
+    targets = sequences[:, 1:] > 0
     return {"wall": epoch_ends[-1] - began, "valid_seconds": valid_seconds,
             "train_seconds": sum(e["seconds"] for e in result["epochs"]) - valid_seconds,
             "epochs": n_epochs, "best_epoch": result["best_epoch"],
-            "targets_per_epoch": int((sequences[:, 1:] > 0).sum()),
+            "targets_per_epoch": int((targets if scored is None else targets & scored).sum()),
+            "windows_per_epoch": len(sequences),
             "users_per_epoch": len(training_sequences(split, MAX_LEN)),  # one row per user: users, not windows
             "test": result["test"]}
 
@@ -375,6 +380,10 @@ def main() -> None:
     parser.add_argument("--windows", choices=["all", "last"], default="all",
                         help="our training sequences: every window of each history, so every training item is a "
                              "target once as in RecBole (default), or only each user's last max_len + 1 items")
+    parser.add_argument("--stride", type=int, default=10,
+                        help="with --windows all: a window ends every STRIDE items and scores its last STRIDE targets, "
+                             "so each target sees at least 51 - STRIDE items of history (default 10; 1 = RecBole's "
+                             "contexts at about 50x our cost; 50 = windows overlapping by one item)")
     parser.add_argument("--fresh", action="store_true",
                         help="measure RecBole again even where a stored measurement for the same settings exists")
     parser.add_argument("--keep-logs", action="store_true",
@@ -427,7 +436,7 @@ def main() -> None:
                   f"(load average {rb['load_average'][0]:.1f} -> {rb['load_average'][1]:.1f}; {origin})", flush=True)
             print(f"seed {seed}: ours ...", flush=True)
             load_before = os.getloadavg()[0]
-            ours = run_ours(split, seed, args.epochs, workroot / f"ours-seed{seed}", args.windows)
+            ours = run_ours(split, seed, args.epochs, workroot / f"ours-seed{seed}", args.windows, args.stride)
             print(f"seed {seed}: ours     wall {ours['wall']:7.1f}s  epochs {ours['epochs']:3d}  best {ours['best_epoch']:3d}  "
                   f"test HR@20 {ours['test']['HR@20']:.4f}  NDCG@20 {ours['test']['NDCG@20']:.4f}  "
                   f"(load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
@@ -450,8 +459,9 @@ def main() -> None:
           f"batch {BATCH}, Adam lr {LR:g}, 1 uniform negative, patience {PATIENCE} on valid {METRIC} "
           f"(RecBole stopping_step={PATIENCE - 1}), epoch cap, seed value, threads, CPU")
     print("matched loss: BPR, -log sigmoid(pos - neg), 1 uniform negative per target (RecBole's SASRec has no BCE)")
-    ours_samples = ("every training item of every user once, in windows of 51 items (128 windows a batch)"
-                    if args.windows == "all" else "every position of each user's last 51 training items (128 users a batch)")
+    ours_samples = (f"every training item of every user once, in windows of 51 items ending every {args.stride} items, "
+                    f"each target with at least {MAX_LEN + 1 - args.stride} items of history where the user has them "
+                    f"(128 windows a batch)" if args.windows == "all" else "every position of each user's last 51 training items (128 users a batch)")
     print(f"not matched: training samples (RecBole: one target per prefix with up to 50 items of history, 128 "
           f"prefixes a batch; ours: {ours_samples}), architecture details (RecBole post-LN BERT-style)")
     print("wall = fit call: training + per-epoch validation + checkpoints up to the early stop; excludes venv build, "

@@ -63,7 +63,7 @@ def train_spec(args: argparse.Namespace):
         model["loss"] = args.loss
     train = TrainConfig(epochs=epochs, seed=args.seed, patience=patience, lr=args.lr,
                         batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history,
-                        windows=args.windows)
+                        windows=args.windows, stride=args.stride)
     options = {}
     if profile and plugin == "mltfr":  # the notebooks' settings, so this run is their store entry
         options.update({"llms": profile.llms, **profile.mltfr})
@@ -171,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--windows", choices=["last", "all"], default="last",
                        help="training sequences: each user's last max_len + 1 items (default, SASRec's practice) or "
                             "every window of the history, so every training item is a target once")
+    train.add_argument("--stride", type=int, default=None,
+                       help="with --windows all: a window ends every STRIDE items and scores only its last STRIDE "
+                            "targets, so each target sees at least max_len + 1 - STRIDE items of history "
+                            "(default max_len: cheapest; smaller = more context, about max_len / STRIDE times the cost)")
     train.add_argument("--exclude-history", action="store_true",
                        help="never rank the user's history items (S3-Rec / BSARec protocol); default: rank every item")
     train.add_argument("--no-progress", action="store_true")

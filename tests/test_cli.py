@@ -91,6 +91,8 @@ def test_profile_flag_describes_the_notebooks_run(tmp_path):
             mine.train == theirs.train and mine.mltfr_config() == theirs.mltfr_config())
     quick = train_spec(build_parser().parse_args(["train", "--mltfr", "--profile", "quick", "--experts", "2"]))
     assert quick.mltfr_config().n_experts == 2 and quick.mltfr_config().max_vocab == 4000  # flags beat the profile
+    strided = train_spec(build_parser().parse_args(["train", "--windows", "all", "--stride", "10"]))
+    assert (strided.train.windows, strided.train.stride) == ("all", 10)
 
 
 def test_misplaced_or_mistyped_options_are_refused_before_training(capsys):
@@ -114,6 +116,7 @@ def test_wrongly_typed_model_option_and_impossible_training_settings(capsys):
     for argv, expected in ((["--set", "hidden_size=abc"], "hidden_size='abc' should be int"),
                            (["--set", "dropout=true"], "dropout=True should be int or float"),
                            (["--patience", "0"], "patience must be at least 1"),
-                           (["--lr", "0"], "lr must be positive")):
+                           (["--lr", "0"], "lr must be positive"),
+                           (["--stride", "5"], "stride applies to windows='all' only")):
         assert main(["train", *argv]) == 2, argv
         assert expected in capsys.readouterr().err, argv

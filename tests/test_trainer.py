@@ -85,28 +85,78 @@ def test_sasrec_learns_on_pantry(shared_data):
     assert result["epochs"][-1]["loss"] < result["epochs"][0]["loss"]
 
 
-def test_all_windows_make_every_training_item_a_target_once(tiny_split):
-    from mltfrkit.train.trainer import training_sequences
+@pytest.mark.parametrize("stride", [None, 1, 2, 3])
+def test_all_windows_make_every_training_item_a_target_once(tiny_split, stride):
+    from types import SimpleNamespace
 
-    def transitions(seqs):  # (previous item, next item) pairs a window trains on
-        inputs, targets = seqs[:, :-1], seqs[:, 1:]
-        real = (inputs > 0) & (targets > 0)
-        return sorted(zip(inputs[real].tolist(), targets[real].tolist()))
+    from mltfrkit.train.trainer import training_sequences, training_windows
 
-    max_len = 3  # the tiny users have 4-12 items: several windows each
-    last = training_sequences(tiny_split, max_len)
-    windows = training_sequences(tiny_split, max_len, "all")
-    history = [s for s in tiny_split.train_sequences() if len(s) >= 2]
-    assert len(last) == len(history) < len(windows)
-    every = sorted((int(a), int(b)) for s in history for a, b in zip(s[:-1], s[1:]))
-    assert transitions(windows) == every  # each training transition exactly once
-    assert len(transitions(last)) < len(every)  # the last window alone drops the older ones
+    max_len = 3
+    lengths = [1, 2, 3, 4, 5, 7, 8, 12]  # shorter than a window, exactly one, several, ragged ends
+    histories = [np.arange(1, n + 1) + 100 * u for u, n in enumerate(lengths)]  # item = 100 * user + position + 1
+    split = SimpleNamespace(train_sequences=lambda: histories)
+    seqs, scored = training_windows(split, max_len, "all", stride)
+    found = []  # (user, position in the history, items of context) per scored target
+    for row, mask in zip(seqs.tolist(), scored.tolist()):
+        for t in np.flatnonzero(mask):
+            target = row[t + 1]
+            assert target > 0, "a padding target is scored"
+            context = [x for x in row[:t + 1] if x > 0]
+            user, position = divmod(target - 1, 100)
+            assert context == list(histories[user][max(0, position - len(context)):position])  # contiguous past
+            found.append((user, position, len(context)))
+    every = sorted((u, j) for u, n in enumerate(lengths) for j in range(1, n))
+    assert sorted((u, j) for u, j, _ in found) == every  # each training item a target exactly once
+    least = max_len + 1 - (stride or max_len)
+    assert all(context >= min(j, least) for _, j, context in found)  # the context the stride promises
+    if stride == 1:  # RecBole's contexts: every target with all of its history, up to max_len items
+        assert all(context == min(j, max_len) for _, j, context in found)
+    last = training_sequences(split, max_len)
+    assert len(last) == sum(n >= 2 for n in lengths) < len(seqs)
+    assert int((last[:, 1:] > 0).sum()) < len(every)  # the last window alone drops the older targets
+
+
+def test_scored_mask_limits_the_loss_to_its_targets(tiny_split):
+    from mltfrkit.models import build_backbone
+    from mltfrkit.train.trainer import training_windows
+
+    seqs, scored = training_windows(tiny_split, 5, "all", 2)
+    for name in ("sasrec", "cl4srec"):
+        model = build_backbone(name, tiny_split.n_items, max_len=5).eval()
+        masked = model.loss(seqs, torch.Generator().manual_seed(3), scored=scored)
+        assert not torch.allclose(masked, model.loss(seqs, torch.Generator().manual_seed(3)))  # the mask matters
+        if name == "sasrec":  # the same loss with the unscored targets dropped by hand
+            expected = model.next_item_loss(model.encode(seqs[:, :-1]), seqs[:, 1:].masked_fill(~scored, 0), seqs,
+                                            torch.Generator().manual_seed(3))
+            assert torch.allclose(masked, expected)
+    bert = build_backbone("bert4rec", tiny_split.n_items, max_len=5, mask_ratio=1.0).eval()
+    loss = bert.loss(seqs, torch.Generator().manual_seed(0), scored=scored)
+    items = seqs[:, -5:]
+    hidden = bert.encode(items.masked_fill(scored & (items > 0), bert.mask_id))
+    assert torch.allclose(loss, bert.next_item_loss(hidden, items.masked_fill(~scored, 0), items, None))
+
+
+def test_fit_trains_on_strided_windows(tiny_split):
+    from mltfrkit.models import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone("sasrec", tiny_split.n_items, max_len=5)
+    result = fit(model, tiny_split, TrainConfig(epochs=2, seed=0, device="cpu", windows="all", stride=2),
+                 progress=False, log=None)
+    assert result["config"]["train"]["stride"] == 2 and len(result["epochs"]) == 2
+    assert all(np.isfinite(e["loss"]) for e in result["epochs"])
 
 
 def test_default_windows_leave_stored_run_keys_unchanged():
     from mltfrkit.train import TrainConfig
 
     assert "windows" not in TrainConfig().to_dict()  # runs stored before the option keep their keys
+    assert "stride" not in TrainConfig(windows="all").to_dict()
     assert TrainConfig(windows="all").to_dict()["windows"] == "all"
+    assert TrainConfig(windows="all", stride=10).to_dict()["stride"] == 10
     with pytest.raises(ValueError, match="windows"):
         TrainConfig(windows="some")
+    with pytest.raises(ValueError, match="stride applies to windows='all'"):
+        TrainConfig(stride=5)
+    with pytest.raises(ValueError, match="stride must be at least 1"):
+        TrainConfig(windows="all", stride=0)

@@ -100,9 +100,13 @@ class SequentialRecommender(nn.Module):
         return scores
 
     # -- training ------------------------------------------------------------------------
-    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Next-item loss at every position of (B, max_len + 1) left-padded training sequences."""
+    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-item loss at every position of (B, max_len + 1) left-padded training sequences, or only
+        where the (B, max_len) bool ``scored`` is True (the rest are context: overlapping windows)."""
         inputs, targets = seqs[:, :-1], seqs[:, 1:]
+        if scored is not None:
+            targets = targets.masked_fill(~scored, 0)
         hidden = self.encode(inputs)
         return self.next_item_loss(hidden, targets, seqs, generator)
 

@@ -81,10 +81,14 @@ class ClozeRecommender(PostNormBackbone):
         draw = torch.rand(items.shape, generator=generator, device="cpu").to(items.device)
         return (items > 0) & (draw < self.config.mask_ratio)
 
-    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Cloze loss on the most recent max_len items of (B, max_len + 1) training sequences."""
+    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
+        """Cloze loss on the most recent max_len items of (B, max_len + 1) training sequences; with
+        ``scored`` (B, max_len), only those items are masked and predicted (the rest are context)."""
         items = seqs[:, -self.config.max_len:]
         masked = self.cloze_mask(items, generator)
+        if scored is not None:
+            masked = masked & scored
         hidden = self.encode(items.masked_fill(masked, self.mask_id))
         if not masked.any():  # nothing masked in this batch (tiny batches of short sequences)
             return hidden.sum() * 0.0

@@ -129,8 +129,9 @@ class CL4SRec(SASRec):
         z = self.user_representation(torch.cat([one, two]))
         return info_nce(z[: len(seqs)], z[len(seqs):], self.config.temperature)
 
-    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        main = super().loss(seqs, generator)
+    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
+        main = super().loss(seqs, generator, scored)
         if self.config.cl_weight == 0:
             return main
         return main + self.config.cl_weight * self.contrastive_loss(seqs[:, -self.config.max_len:], generator)

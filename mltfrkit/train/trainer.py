@@ -37,13 +37,22 @@ class TrainConfig:
     exclude_history: bool = False
     eval_max_bytes: int = 256 << 20
     # "last": each user's most recent max_len + 1 training items (SASRec's own practice); "all": the whole
-    # training history in windows of max_len + 1 that overlap by one item, so every training item is a
-    # target exactly once (closer to RecBole's one-sample-per-prefix training on long histories).
+    # training history in windows of max_len + 1, every training item a target exactly once.
     windows: str = "last"
+    # With "all": a window ends every `stride` items and its loss scores only its last `stride` targets, so
+    # every target sees at least max_len + 1 - stride items of context (all of them near the start of a
+    # history). None = max_len: windows overlap by one item, cheapest, but a target early in a window
+    # sees little history. Smaller strides approach RecBole's one-sample-per-prefix training
+    # (stride 1: the same contexts) at about max_len / stride times the cost.
+    stride: int | None = None
 
     def __post_init__(self):
         if self.windows not in ("last", "all"):
             raise ValueError(f"windows must be 'last' or 'all', not {self.windows!r}")
+        if self.stride is not None and self.windows != "all":
+            raise ValueError("stride applies to windows='all' only; set windows='all' or leave stride unset")
+        if self.stride is not None and self.stride < 1:
+            raise ValueError(f"stride must be at least 1, not {self.stride}")
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -53,8 +62,9 @@ class TrainConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ks"] = list(self.ks)
-        if out["windows"] == "last":  # added after runs were stored: left out at its default, so their keys hold
-            del out["windows"]
+        for name in ("windows", "stride"):  # added after runs were stored: left out at their defaults,
+            if out[name] == TrainConfig.__dataclass_fields__[name].default:  # so stored runs keep their keys
+                del out[name]
         return out
 
 
@@ -121,14 +131,35 @@ class TrainState:
     seconds: float = 0.0
 
 
-def training_sequences(split: SplitData, max_len: int, windows: str = "last") -> torch.Tensor:
-    """(N, max_len + 1) left-padded training sequences: one per user with at least one training pair
-    (``windows="last"``), or every window of the user's training history (``"all"``)."""
+def training_windows(split: SplitData, max_len: int, windows: str = "last",
+                     stride: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(N, max_len + 1) left-padded training sequences, and which of their max_len targets the loss
+    scores ((N, max_len) bool; None: every real one). ``windows="last"``: one per user with at least
+    one training pair; ``"all"``: windows ending every ``stride`` items (default max_len) of each
+    history, each scoring the targets no later window scores, so every training item is a target once."""
     usable = [s for s in split.train_sequences() if len(s) >= 2]
-    if windows == "all":
-        span = max_len + 1
-        usable = [s[max(0, end - span):end] for s in usable for end in range(len(s), 1, -max_len)]
-    return pad_left(usable, max_len + 1)
+    if windows == "last":
+        return pad_left(usable, max_len + 1), None
+    stride = max_len if stride is None else stride  # the windows nearest a history's start overlap more
+    if not 1 <= stride <= max_len:
+        raise ValueError(f"stride must be between 1 and max_len={max_len}, not {stride}")
+    span = max_len + 1
+    chunks, scored_counts = [], []
+    for sequence in usable:
+        first_end = min(len(sequence), span)  # the window at the history's start scores all of its targets
+        ends = list(range(len(sequence), first_end, -stride))
+        for end in ends:
+            chunks.append(sequence[end - span:end])
+            scored_counts.append(end - max(end - stride, first_end))
+        chunks.append(sequence[:first_end])
+        scored_counts.append(first_end - 1)
+    scored = torch.arange(max_len).flip(0) < torch.tensor(scored_counts).unsqueeze(1)  # each window's last k
+    return pad_left(chunks, span), scored
+
+
+def training_sequences(split: SplitData, max_len: int) -> torch.Tensor:
+    """Each user's last max_len + 1 training items (the default training data), left-padded."""
+    return training_windows(split, max_len)[0]
 
 
 def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: str | Path | None = None,
@@ -159,7 +190,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
         if log:
             log(f"resumed from {checkpoint} after epoch {state.epoch}")
 
-    train_seqs = training_sequences(split, model.config.max_len, config.windows)
+    train_seqs, scored = training_windows(split, model.config.max_len, config.windows, config.stride)
     valid_hist, valid_targets = split.eval_pairs("valid")
     finished = state.bad_epochs >= config.patience
     while state.epoch < config.epochs and not finished:
@@ -173,8 +204,12 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", leave=False,
                    disable=not progress)
         for start in bar:
-            batch = train_seqs[order[start:start + config.batch_size]].to(device)
-            loss = model.loss(batch, generator)
+            rows = order[start:start + config.batch_size]
+            batch = train_seqs[rows].to(device)
+            if scored is None:
+                loss = model.loss(batch, generator)
+            else:
+                loss = model.loss(batch, generator, scored=scored[rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
