@@ -34,7 +34,8 @@ Not matched (RecBole does not allow it, or the models differ by design):
     cuts each user's training history into windows of 51 items that end every ``--stride`` items
     (default 10) and scores each window's last ``stride`` targets, so every training item is a target
     once too, with at least 41 items of history where the user has them (``--stride 50``: windows
-    overlapping by one item, cheapest, but early positions of a window see little history; ``--stride 1``:
+    overlapping by one item except near a history's start, cheapest, but early positions of a window
+    see little history; ``--stride 1``:
     RecBole's exact contexts, at about 50 times the cost); ``--windows last`` trains only each user's
     last 51 items (our default elsewhere, SASRec's practice: 40% of ml-100k's targets). Time per
     training sample is therefore given two ways: per target scored by the loss, and per user.
@@ -342,7 +343,6 @@ def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all",
             "train_seconds": sum(e["seconds"] for e in result["epochs"]) - valid_seconds,
             "epochs": n_epochs, "best_epoch": result["best_epoch"],
             "targets_per_epoch": int((targets if scored is None else targets & scored).sum()),
-            "windows_per_epoch": len(sequences),
             "users_per_epoch": len(training_sequences(split, MAX_LEN)),  # one row per user: users, not windows
             "test": result["test"]}
 
@@ -383,12 +383,14 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=10,
                         help="with --windows all: a window ends every STRIDE items and scores its last STRIDE targets, "
                              "so each target sees at least 51 - STRIDE items of history (default 10; 1 = RecBole's "
-                             "contexts at about 50x our cost; 50 = windows overlapping by one item)")
+                             "contexts at about 50x our cost; 50 = the cheapest, windows overlapping by about one item)")
     parser.add_argument("--fresh", action="store_true",
                         help="measure RecBole again even where a stored measurement for the same settings exists")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep RecBole's logs and both sides' checkpoints (the path is printed)")
     args = parser.parse_args()
+    if not 1 <= args.stride <= MAX_LEN:  # before RecBole's hour, not after it
+        parser.error(f"--stride must be between 1 and max_len={MAX_LEN}, not {args.stride}")
 
     # Before torch is imported, so that OpenMP starts with the same pool in both processes.
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)

@@ -311,17 +311,26 @@ class PrefixEncodedMixin:
     position t is computed from the prefix ending at t, right-aligned in its own window, so the
     next-item loss at every position is leak-free and ``encode`` is causal; the user
     representation is the plain encoder's last position. Cost: one window per non-padding
-    position in training (none extra at evaluation). Put before the backbone class in the bases.
+    position in training (none extra at evaluation), or only per scored target with overlapping
+    windows (``loss(scored=...)``). Put before the backbone class in the bases.
     """
 
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
-        positions = seqs > 0
+    def encode(self, seqs: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``positions`` (B, L) bool: encode only these (zeros elsewhere); default every real item."""
+        positions = seqs > 0 if positions is None else positions & (seqs > 0)
         if not positions.any():  # nothing but padding: no windows to encode
             return super().encode(seqs) * 0.0
         last = super().encode(prefix_windows(seqs, positions))[:, -1]
         hidden = last.new_zeros(*seqs.shape, last.shape[-1])
         hidden[positions] = last
         return hidden
+
+    def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None,
+             scored: torch.Tensor | None = None) -> torch.Tensor:
+        if scored is None:
+            return super().loss(seqs, generator)
+        targets = seqs[:, 1:].masked_fill(~scored, 0)  # a window per scored target, none for the context
+        return self.next_item_loss(self.encode(seqs[:, :-1], targets > 0), targets, seqs, generator)
 
     def user_representation(self, seqs: torch.Tensor) -> torch.Tensor:
         return super().encode(seqs)[:, -1]

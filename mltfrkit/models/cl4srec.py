@@ -131,6 +131,8 @@ class CL4SRec(SASRec):
 
     def loss(self, seqs: torch.Tensor, generator: torch.Generator | None = None,
              scored: torch.Tensor | None = None) -> torch.Tensor:
+        # ``scored`` limits the next-item term; the contrastive term sees each window as a sequence (with
+        # overlapping windows a user's windows can be each other's in-batch negatives).
         main = super().loss(seqs, generator, scored)
         if self.config.cl_weight == 0:
             return main

@@ -41,8 +41,8 @@ class TrainConfig:
     windows: str = "last"
     # With "all": a window ends every `stride` items and its loss scores only its last `stride` targets, so
     # every target sees at least max_len + 1 - stride items of context (all of them near the start of a
-    # history). None = max_len: windows overlap by one item, cheapest, but a target early in a window
-    # sees little history. Smaller strides approach RecBole's one-sample-per-prefix training
+    # history). None = max_len: the cheapest (windows overlap by one item except near a history's
+    # start), but a target early in a window sees little history. Smaller strides approach RecBole's one-sample-per-prefix training
     # (stride 1: the same contexts) at about max_len / stride times the cost.
     stride: int | None = None
 
@@ -62,9 +62,8 @@ class TrainConfig:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ks"] = list(self.ks)
-        for name in ("windows", "stride"):  # added after runs were stored: left out at their defaults,
-            if out[name] == TrainConfig.__dataclass_fields__[name].default:  # so stored runs keep their keys
-                del out[name]
+        if out["windows"] == "last":  # added after runs were stored: left out at its default, so their keys hold
+            del out["windows"], out["stride"]
         return out
 
 
