@@ -303,7 +303,8 @@ def run_recbole(python: Path, inter: Path, seed: int, epochs: int, threads: int,
 
 # -- our side (this process) ---------------------------------------------------------------
 
-def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all", stride: int | None = 10) -> dict:
+def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all", stride: int | None = 10,
+             batch_size: int = BATCH) -> dict:
     """Train through the library, timing the fit call the same way as RecBole's."""
     import mltfrkit.train.trainer as trainer_module
     from mltfrkit.runs import RunSpec, build_model, run_dir_for
@@ -313,7 +314,7 @@ def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all",
     spec = RunSpec(dataset="ml-100k", backbone="sasrec",
                    model={"hidden_size": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "dropout": DROPOUT,
                           "max_len": MAX_LEN, "loss": "bpr"},
-                   train=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, patience=PATIENCE, valid_metric=METRIC,
+                   train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=LR, patience=PATIENCE, valid_metric=METRIC,
                                      ks=(K,), seed=seed, device="cpu", exclude_history=False, windows=windows,
                                      stride=stride if windows == "all" else None))
     run_dir = run_dir_for(spec, split, workdir)
@@ -384,6 +385,10 @@ def main() -> None:
                         help="with --windows all: a window ends every STRIDE items and scores its last STRIDE targets, "
                              "so each target sees at least 51 - STRIDE items of history (default 10; 1 = RecBole's "
                              "contexts at about 50x our cost; 50 = the cheapest, windows overlapping by about one item)")
+    parser.add_argument("--our-batch", type=int, default=BATCH,
+                        help=f"our batch size in windows (default {BATCH}, RecBole's prefixes per batch); a strided window "
+                             "carries about 14 targets on ml-100k, so 16 windows are about as many targets per update "
+                             "as RecBole's 128 prefixes")
     parser.add_argument("--fresh", action="store_true",
                         help="measure RecBole again even where a stored measurement for the same settings exists")
     parser.add_argument("--keep-logs", action="store_true",
@@ -391,6 +396,8 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.stride <= MAX_LEN:  # before RecBole's hour, not after it
         parser.error(f"--stride must be between 1 and max_len={MAX_LEN}, not {args.stride}")
+    if args.our_batch < 1:
+        parser.error(f"--our-batch must be at least 1, not {args.our_batch}")
 
     # Before torch is imported, so that OpenMP starts with the same pool in both processes.
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
@@ -438,7 +445,8 @@ def main() -> None:
                   f"(load average {rb['load_average'][0]:.1f} -> {rb['load_average'][1]:.1f}; {origin})", flush=True)
             print(f"seed {seed}: ours ...", flush=True)
             load_before = os.getloadavg()[0]
-            ours = run_ours(split, seed, args.epochs, workroot / f"ours-seed{seed}", args.windows, args.stride)
+            ours = run_ours(split, seed, args.epochs, workroot / f"ours-seed{seed}", args.windows, args.stride,
+                            args.our_batch)
             print(f"seed {seed}: ours     wall {ours['wall']:7.1f}s  epochs {ours['epochs']:3d}  best {ours['best_epoch']:3d}  "
                   f"test HR@20 {ours['test']['HR@20']:.4f}  NDCG@20 {ours['test']['NDCG@20']:.4f}  "
                   f"(load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
@@ -458,12 +466,12 @@ def main() -> None:
           f"RecBole side: torch {rb0['torch']}, {rb0['threads']} threads")
     print(f"matched: leave-one-out in time order, full ranking without history masking, d={HIDDEN}, {LAYERS} blocks, "
           f"{HEADS} heads, FFN inner {HIDDEN}, ReLU, dropout {DROPOUT} (hidden + attention), max_len {MAX_LEN}, "
-          f"batch {BATCH}, Adam lr {LR:g}, 1 uniform negative, patience {PATIENCE} on valid {METRIC} "
+          f"batch {BATCH}{'' if args.our_batch == BATCH else f' (ours: {args.our_batch} windows)'}, Adam lr {LR:g}, 1 uniform negative, patience {PATIENCE} on valid {METRIC} "
           f"(RecBole stopping_step={PATIENCE - 1}), epoch cap, seed value, threads, CPU")
     print("matched loss: BPR, -log sigmoid(pos - neg), 1 uniform negative per target (RecBole's SASRec has no BCE)")
     ours_samples = (f"every training item of every user once, in windows of 51 items ending every {args.stride} items, "
                     f"each target with at least {MAX_LEN + 1 - args.stride} items of history where the user has them "
-                    f"(128 windows a batch)" if args.windows == "all" else "every position of each user's last 51 training items (128 users a batch)")
+                    f"({args.our_batch} windows a batch)" if args.windows == "all" else f"every position of each user's last 51 training items ({args.our_batch} users a batch)")
     print(f"not matched: training samples (RecBole: one target per prefix with up to 50 items of history, 128 "
           f"prefixes a batch; ours: {ours_samples}), architecture details (RecBole post-LN BERT-style)")
     print("wall = fit call: training + per-epoch validation + checkpoints up to the early stop; excludes venv build, "
