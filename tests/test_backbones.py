@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from mltfrkit.models import BACKBONES, build_backbone, backbone_class
-from mltfrkit.train import TrainConfig, fit
 from mltfrkit.train.trainer import training_sequences
 
 NAMES = sorted(BACKBONES)

@@ -264,7 +264,6 @@ def test_selection_diagnostic_orders_noise_modes():
 
 def test_load_trained_restores_selected_weights(tiny_split, tmp_path, monkeypatch):
     """A stored two-round run reloads with the same test scores, without retraining."""
-    import numpy as np
 
     import mltfrkit.mltfr.tables as tables
     from mltfrkit.runs import RunSpec, load_trained, run_training

@@ -6,7 +6,7 @@ backbone's hook (eq. 18). Padding positions receive nothing.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn

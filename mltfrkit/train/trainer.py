@@ -3,7 +3,6 @@ split evaluated once at the end, checkpoints every epoch and exact resume."""
 
 from __future__ import annotations
 
-import copy
 import json
 import platform
 import random
