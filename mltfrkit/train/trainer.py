@@ -41,8 +41,8 @@ class TrainConfig:
     # With "all": a window ends every `stride` items and its loss scores only its last `stride` targets, so
     # every target sees at least max_len + 1 - stride items of context (all of them near the start of a
     # history). None = max_len: the cheapest (windows overlap by one item except near a history's
-    # start), but a target early in a window sees little history. Smaller strides approach RecBole's one-sample-per-prefix training
-    # (stride 1: the same contexts) at about max_len / stride times the cost.
+    # start), but a target early in a window sees little history. Smaller strides approach RecBole's
+    # one-sample-per-prefix training (stride 1: the same contexts) at about max_len / stride times the cost.
     stride: int | None = None
 
     def __post_init__(self):
@@ -145,8 +145,7 @@ def training_windows(split: SplitData, max_len: int, windows: str = "last",
     chunks, scored_counts = [], []
     for sequence in usable:
         first_end = min(len(sequence), span)  # the window at the history's start scores all of its targets
-        ends = list(range(len(sequence), first_end, -stride))
-        for end in ends:
+        for end in range(len(sequence), first_end, -stride):
             chunks.append(sequence[end - span:end])
             scored_counts.append(end - max(end - stride, first_end))
         chunks.append(sequence[:first_end])
