@@ -467,12 +467,14 @@ def main() -> None:
           f"RecBole side: torch {rb0['torch']}, {rb0['threads']} threads")
     print(f"matched: leave-one-out in time order, full ranking without history masking, d={HIDDEN}, {LAYERS} blocks, "
           f"{HEADS} heads, FFN inner {HIDDEN}, ReLU, dropout {DROPOUT} (hidden + attention), max_len {MAX_LEN}, "
-          f"batch {BATCH}{'' if args.our_batch == BATCH else f' (ours: {args.our_batch} windows)'}, Adam lr {LR:g}, 1 uniform negative, patience {PATIENCE} on valid {METRIC} "
+          f"batch {BATCH}{'' if args.our_batch == BATCH else f' (ours: {args.our_batch} windows)'}, Adam lr {LR:g}, "
+          f"1 uniform negative, patience {PATIENCE} on valid {METRIC} "
           f"(RecBole stopping_step={PATIENCE - 1}), epoch cap, seed value, threads, CPU")
     print("matched loss: BPR, -log sigmoid(pos - neg), 1 uniform negative per target (RecBole's SASRec has no BCE)")
     ours_samples = (f"every training item of every user once, in windows of 51 items ending every {args.stride} items, "
                     f"each target with at least {MAX_LEN + 1 - args.stride} items of history where the user has them "
-                    f"({args.our_batch} windows a batch)" if args.windows == "all" else f"every position of each user's last 51 training items ({args.our_batch} users a batch)")
+                    f"({args.our_batch} windows a batch)" if args.windows == "all" else
+                    f"every position of each user's last 51 training items ({args.our_batch} users a batch)")
     print(f"not matched: training samples (RecBole: one target per prefix with up to 50 items of history, 128 "
           f"prefixes a batch; ours: {ours_samples}), architecture details (RecBole post-LN BERT-style)")
     print("wall = fit call: training + per-epoch validation + checkpoints up to the early stop; excludes venv build, "

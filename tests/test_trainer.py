@@ -86,7 +86,7 @@ def test_sasrec_learns_on_pantry(shared_data):
 
 
 @pytest.mark.parametrize("stride", [None, 1, 2, 3])
-def test_all_windows_make_every_training_item_a_target_once(tiny_split, stride):
+def test_all_windows_make_every_training_item_a_target_once(stride):
     from types import SimpleNamespace
 
     from mltfrkit.train.trainer import training_sequences, training_windows
