@@ -75,6 +75,37 @@ class RunSpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def authors_configuration(spec: RunSpec) -> RunSpec:
+    """The paper as its authors ran it, on our data readers and token tables: their split (no validation,
+    every item but the last trains), test-set selection (``test_oracle``), and for MLTFR runs every behaviour
+    of their code (:data:`mltfrkit.mltfr.plugin.AUTHOR_BEHAVIOURS`: batch-wide keys, E-computed output added
+    after block 0, ``w / sum(w)`` token scaling, expert dropout 0.1, noise at evaluation, trainable tables,
+    round 2 restarted and reported alone) with their per-backbone alpha, K and expert count. These replace
+    the spec's own values (a ladder switches one back afterwards); everything else, such as the vocabulary
+    cap, the token sources and the Fisher sample, stays the spec's (ours: offline sources, a CPU budget)."""
+    from dataclasses import replace
+
+    from mltfrkit.mltfr.plugin import AUTHOR_BEHAVIOURS, AUTHOR_DEFAULTS, AUTHOR_EXPERTS
+
+    train = replace(spec.train, holdout="test", test_every_epoch=True)
+    if spec.plugin != "mltfr":
+        return replace(spec, train=train)
+    backbone = spec.backbone.lower()
+    options = {**spec.plugin_options, **AUTHOR_BEHAVIOURS, **AUTHOR_DEFAULTS.get(backbone, {}),
+               "n_experts": AUTHOR_EXPERTS.get(backbone, 4), "precision": "float32"}
+    return replace(spec, train=train, plugin_options=options)
+
+
+CONFIGURATIONS = ("ours", "authors")
+
+
+def configured(spec: RunSpec, configuration: str = "ours") -> RunSpec:
+    """``spec`` under a named configuration: ``ours`` (as it is) or ``authors``."""
+    if configuration not in CONFIGURATIONS:
+        raise ValueError(f"configuration must be one of {list(CONFIGURATIONS)}, not {configuration!r}")
+    return authors_configuration(spec) if configuration == "authors" else spec
+
+
 def runs_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get("MLTFR_RUNS_DIR") or cache_dir("runs"))
 
@@ -167,11 +198,17 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 
     run_dir = Path(run_dir)
     recorded = run_dir / "result.json"
-    if not (run_dir / "checkpoint.pt").exists() and recorded.exists():
-        stored = json.loads(recorded.read_text())
-        if stored.get("derived_from"):
-            _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
-            return spec_from_config(stored["config"]), split, model
+    stored = None
+    if recorded.exists():
+        try:
+            stored = json.loads(recorded.read_text())
+        except (OSError, ValueError):
+            stored = None  # unreadable: fall back to the checkpoints alone
+    if not (run_dir / "checkpoint.pt").exists() and stored and stored.get("derived_from"):
+        _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
+        return spec_from_config(stored["config"]), split, model
+    if stored and stored.get("selected_round") == 1:  # round 1's checkpoint won over both rounds
+        rounds = 1
     stages = [run_dir / "round1", run_dir / "round2"] if (run_dir / "round1").exists() else [run_dir]
     stages = stages[:rounds]
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
@@ -185,6 +222,7 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         raise ValueError(f"{run_dir} was trained on another version of {spec.dataset}'s data file (sha256 "
                          f"{trained_on[:12]}..., the file read now: {split.source_sha256[:12]}...): point --data-dir "
                          f"at the file it was trained on, or train the run again on this one")
+    split = split.with_holdout(spec.train.holdout)
     model, plugin = build_model(spec, split.n_items)
     for index, stage in enumerate(stages):
         saved = first if index == 0 else torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)
