@@ -30,9 +30,12 @@ class CrossAttentionIntegration(nn.Module):
     def forward(self, E: torch.Tensor, tokens: torch.Tensor, batch_keys: bool = False) -> torch.Tensor:
         """(B, L, d_emb), (B, K, d_llm) -> (B, L, d_emb); ``batch_keys``: every row attends over all B x K tokens."""
         B, L, d = E.shape
-        if batch_keys:
-            tokens = tokens.reshape(1, -1, tokens.shape[-1]).expand(B, -1, -1)
-        heads = lambda t: t.view(B, t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
-        q, k, v = heads(self.query(E)), heads(self.key(tokens)), heads(self.value(tokens))
+        heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        if batch_keys:  # project the B x K tokens once, then share them: not B copies of B x K projections
+            tokens = tokens.reshape(1, -1, tokens.shape[-1])
+            k, v = (heads(t).expand(B, -1, -1, -1) for t in (self.key(tokens), self.value(tokens)))
+        else:
+            k, v = heads(self.key(tokens)), heads(self.value(tokens))
+        q = heads(self.query(E))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(B, L, d))
