@@ -251,3 +251,24 @@ def test_our_defaults_are_not_the_authors():
     assert (config.keys, config.placement, config.token_scale, config.expert_dropout, config.eval_noise,
             config.trainable_tables, config.round_selection) == ("user", "input", "straight_through", 0.0, False,
                                                                   False, "both")
+
+
+def test_plateau_proof_stopping_rules_and_unchanged_default_keys():
+    plain = TrainConfig(patience=10)
+    assert not plain.should_stop(19, 10) and plain.should_stop(20, 10)
+    relative = TrainConfig(patience=10, patience_relative=1.0)
+    assert relative.should_stop(20, 10) and not relative.should_stop(59, 30) and relative.should_stop(60, 30)
+    floor = TrainConfig(patience=10, min_epochs=30)
+    assert not floor.should_stop(13, 3) and floor.should_stop(30, 3)
+    assert {"patience_relative", "min_epochs"}.isdisjoint(plain.to_dict())  # stored runs keep their keys
+    assert relative.to_dict()["patience_relative"] == 1.0
+    with pytest.raises(ValueError, match="patience_relative"):
+        TrainConfig(patience_relative=-1.0)
+
+
+def test_relative_patience_trains_on_past_a_plateau(tiny_split):
+    torch.manual_seed(0)
+    model = build_backbone("sasrec", tiny_split.n_items, max_len=MAX_LEN)
+    result = fit(model, tiny_split, TrainConfig(epochs=6, patience=1, min_epochs=5, batch_size=16, device="cpu"),
+                 progress=False, log=None)
+    assert len(result["epochs"]) >= 5  # patience 1 alone may stop at epoch 2; the floor keeps it going

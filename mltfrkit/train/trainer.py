@@ -4,6 +4,7 @@ split evaluated once at the end, checkpoints every epoch and exact resume."""
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import time
@@ -32,6 +33,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # epochs without validation improvement before stopping
+    # Plateau-proof stopping (benchmarks/early_stopping.py measures how often patience alone stops on an early
+    # plateau): the patience grows to patience_relative x the best epoch so far, and no run stops before
+    # min_epochs. 0 = off (plain patience).
+    patience_relative: float = 0.0
+    min_epochs: int = 0
     valid_metric: str = "NDCG@20"
     ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 0
@@ -67,8 +73,17 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, not {self.lr}")
+        if not (math.isfinite(self.patience_relative) and self.patience_relative >= 0):
+            raise ValueError(f"patience_relative must be a finite number >= 0, not {self.patience_relative}")
+        if self.min_epochs < 0:
+            raise ValueError(f"min_epochs must be >= 0, not {self.min_epochs}")
         if self.holdout not in HOLDOUTS:
             raise ValueError(f"holdout must be one of {list(HOLDOUTS)}, not {self.holdout!r}")
+
+    def should_stop(self, epoch: int, best_epoch: int) -> bool:
+        """Early stopping after ``epoch`` epochs whose best was ``best_epoch``."""
+        wait = max(self.patience, math.ceil(self.patience_relative * best_epoch))
+        return epoch - best_epoch >= wait and epoch >= self.min_epochs
 
     @property
     def tracks_test(self) -> bool:
@@ -80,7 +95,8 @@ class TrainConfig:
         out["ks"] = list(self.ks)
         if out["windows"] == "last":  # added after runs were stored: left out at its default, so their keys hold
             del out["windows"], out["stride"]
-        for name, default in (("holdout", "valid_test"), ("test_every_epoch", False)):  # the same for these
+        for name, default in (("holdout", "valid_test"), ("test_every_epoch", False), ("patience_relative", 0.0),
+                              ("min_epochs", 0)):  # the same for these
             if out[name] == default:
                 del out[name]
         return out
@@ -217,7 +233,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
     def evaluate_on(histories, targets):
         return evaluate(model, histories, targets, config.ks, max_bytes=config.eval_max_bytes,
                         exclude_history=config.exclude_history, device=device)
-    finished = state.bad_epochs >= config.patience
+    finished = config.should_stop(state.epoch, state.best_epoch) if state.epoch else False
     while state.epoch < config.epochs and not finished:
         started = time.perf_counter()
         epoch = state.epoch + 1
@@ -268,7 +284,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
                                           "state": asdict(state), "rng": _rng_state()})
         if on_epoch_end:
             on_epoch_end(entry)
-        finished = state.bad_epochs >= config.patience
+        finished = config.should_stop(state.epoch, state.best_epoch)
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
@@ -278,7 +294,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
     best_valid = next((h["valid"] for h in state.history if h["epoch"] == state.best_epoch), {})
     result = {"config": json.loads(json.dumps(full_config, default=str)), "best_epoch": state.best_epoch,
               "best_valid": best_valid, "test": test, "epochs": state.history, "seconds": state.seconds,
-              "stopped_early": state.bad_epochs >= config.patience, "device": str(device),
+              "stopped_early": config.should_stop(state.epoch, state.best_epoch), "device": str(device),
               "versions": library_versions()}
     if config.tracks_test:
         result["test_oracle"] = test_oracle(state.history, config.valid_metric)
