@@ -26,10 +26,24 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     plugin: str = "none"  # "mltfr", or "te" / "re" (LLM-TE / LLM-RE of Fig. 1)
     plugin_options: dict = field(default_factory=dict)  # MLTFRConfig fields, or {"llm": ..., "assignment_seed": ...}
+    # Backbones without a plug-in only: "two_round" / "two_round_restart" train MLTFR's two-round schedule with no
+    # plug-in (the schedule-matched baseline, "W/O 2-round"; mltfrkit/train/schedule.py). Left out of the key at
+    # "single", so stored runs keep theirs.
+    schedule: str = "single"
+    round_selection: str = "both"  # for a two-round schedule: as MLTFRConfig.round_selection
 
     def __post_init__(self):
         if self.plugin not in PLUGINS:
             raise ValueError(f"unknown plugin {self.plugin!r}; valid: {', '.join(PLUGINS)}")
+        from mltfrkit.train.schedule import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, not {self.schedule!r}")
+        if self.schedule != "single" and self.plugin != "none":
+            raise ValueError("schedule applies to backbones without a plug-in (MLTFR has its own rounds: "
+                             "MLTFRConfig.round2 / round_selection)")
+        if self.round_selection not in ("both", "round2"):
+            raise ValueError(f"round_selection must be 'both' or 'round2', not {self.round_selection!r}")
         from mltfrkit.data import DATASETS
 
         registered = DATASETS.get(str(self.dataset).lower())
@@ -62,6 +76,8 @@ class RunSpec:
         out["model"] = make_config(self.backbone, **self.model).to_dict()  # resolved defaults, not just overrides
         out["backbone"] = self.backbone.lower()
         out["data_sha256"] = data_sha256
+        if self.schedule == "single":  # added after runs were stored: left out at its default
+            del out["schedule"], out["round_selection"]
         if self.plugin == "mltfr":
             out["plugin_options"] = self.mltfr_config().to_dict()
         if self.plugin != "none":
@@ -130,6 +146,11 @@ def build_model(spec: RunSpec, n_items: int):
         config = spec.mltfr_config()
         tables = [(name, *load_expert_table(name, config.exclude_classes, config.max_vocab, config.precision))
                   for name in spec.token_sources()]
+        if config.tables == "random":  # MLTFR-RE: the same shapes and row norms, no LLM semantics
+            from mltfrkit.mltfr.tables import random_rows_like
+
+            tables = [(name, random_rows_like(rows, 1000 + index), keep)
+                      for index, (name, rows, keep) in enumerate(tables)]
         plugin = MLTFRPlugin(tables, model.config.hidden_size, config)
         model.attach_plugin(plugin, config.placement)
     elif spec.plugin in ("te", "re"):
@@ -171,6 +192,16 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
 
         result = train_two_rounds(build, split, spec.train, spec.mltfr_config(), run_dir, config,
                                   progress=progress, log=log)
+    elif spec.schedule != "single":
+        from mltfrkit.train.schedule import train_backbone_two_rounds
+
+        built = [model]
+
+        def build():
+            return built.pop() if built else build_model(spec, split.n_items)[0]
+
+        result = train_backbone_two_rounds(build, split.with_holdout(spec.train.holdout), spec.train, spec.schedule,
+                                           run_dir, config, spec.round_selection, progress=progress, log=log)
     else:
         result = fit(model, split, spec.train, run_dir=run_dir, run_config=config, progress=progress, log=log)
     result["run_dir"] = str(run_dir)
@@ -186,7 +217,8 @@ def spec_from_config(config: dict) -> RunSpec:
     train["ks"] = tuple(train["ks"])
     return RunSpec(dataset=config["dataset"], backbone=config["backbone"], model=dict(config["model"]),
                    train=TrainConfig(**train), plugin=config.get("plugin", "none"),
-                   plugin_options=dict(config.get("plugin_options") or {}))
+                   plugin_options=dict(config.get("plugin_options") or {}),
+                   schedule=config.get("schedule", "single"), round_selection=config.get("round_selection", "both"))
 
 
 def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, rounds: int = 2):
@@ -226,7 +258,7 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     model, plugin = build_model(spec, split.n_items)
     for index, stage in enumerate(stages):
         saved = first if index == 0 else torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)
-        if index == 1:
+        if index == 1 and spec.plugin == "mltfr":
             from mltfrkit.mltfr import build_consensus
 
             plugin.set_consensus(build_consensus(plugin, torch.load(run_dir / "fisher.pt", weights_only=True)))

@@ -45,6 +45,9 @@ class MLTFRConfig:
     eval_noise: bool = False  # keep the selection noise at evaluation (the authors' code), seeded per evaluation
     eval_batch: int = 128  # users per evaluation batch when keys="batch" or eval_noise (results depend on it)
     trainable_tables: bool = False  # the token tables as parameters the optimiser updates (the authors' code)
+    # "llm": the sources' real token tables; "random": MLTFR-RE, each expert's table replaced by a seeded Gaussian
+    # matrix of the same shape with the real rows' norms (seed = 1000 + expert index): is it the LLM, or capacity?
+    tables: str = "llm"
 
     def __post_init__(self):
         """Reject a mistyped option now, not after hours of round 1."""
@@ -56,7 +59,7 @@ class MLTFRConfig:
         choices = {"noise": ("paper", "tempered", "none"), "placement": PLACEMENTS,
                    "precision": ("float32", "bfloat16"), "fisher_labels": ("observed", "sampled"),
                    "round2": ("continue", "restart"), "round_selection": ("both", "round2"),
-                   "keys": ("user", "batch"), "token_scale": TOKEN_SCALES}
+                   "keys": ("user", "batch"), "token_scale": TOKEN_SCALES, "tables": ("llm", "random")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"MLTFR option {name}={getattr(self, name)!r} is not one of {list(valid)}")

@@ -22,18 +22,7 @@ import torch
 from mltfrkit.mltfr.consensus import build_consensus, expert_fisher, fisher_samples
 from mltfrkit.mltfr.plugin import MLTFRConfig, MLTFRPlugin
 from mltfrkit.train import TrainConfig, fit
-
-
-def _summary(result: dict) -> dict:
-    keep = ("best_epoch", "best_valid", "test", "test_oracle", "seconds", "epochs", "stopped_early")
-    return {k: result[k] for k in keep if k in result}
-
-
-def _selection_value(result: dict, train: TrainConfig) -> float:
-    """The value the round's best epoch was selected by (validation, or test under the authors' holdout)."""
-    if train.holdout == "test":
-        return result["test_oracle"]["metrics"][train.valid_metric]
-    return result["best_valid"][train.valid_metric]
+from mltfrkit.train.schedule import merge_rounds
 
 
 def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], split, train: TrainConfig,
@@ -74,29 +63,9 @@ def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], s
     plugin.set_consensus(consensus)
     second = fit(model, split, train, run_dir=run_dir / "round2" if run_dir else None,
                  run_config={**run_config, "round": 2}, progress=progress, log=log)
-    result = dict(second)
-    result["rounds"] = 2
-    result["round1"] = _summary(first)
-    result["round2"] = _summary(second)
+    result = merge_rounds(first, second, train, config.round_selection, log)
     result["consensus"] = {"members": [plugin.experts[m].name for m in consensus.members],
                            "fisher_mean": [float(sum(float(f.detach().sum()) for f in fishers[m].values()) /
                                                  sum(f.numel() for f in fishers[m].values()))
                                            for m in consensus.members]}
-    result["seconds"] = first["seconds"] + second["seconds"]
-    result["round_selection"] = config.round_selection
-    result["selected_round"] = 2
-    # Round 2 must beat round 1 strictly to replace it (it costs a consensus expert and a second training).
-    if config.round_selection == "both" and _selection_value(first, train) >= _selection_value(second, train):
-        result["selected_round"] = 1
-        for name in ("best_epoch", "best_valid", "test", "stopped_early"):
-            result[name] = first[name]
-    if "test_oracle" in second:  # the best test epoch among the same candidates as the selection's
-        candidates = [(2, second["test_oracle"])]
-        if config.round_selection == "both":
-            candidates.insert(0, (1, first["test_oracle"]))
-        best_round, best = max(candidates, key=lambda c: c[1]["metrics"][train.valid_metric])
-        result["test_oracle"] = {**best, "round": best_round}
-    if log:
-        log(f"final model: round {result['selected_round']}, epoch {result['best_epoch']} "
-            f"(round_selection={config.round_selection})")
     return result
