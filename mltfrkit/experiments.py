@@ -10,6 +10,7 @@ method                 what                                                     
 ``ablation``           full MLTFR vs ``consensus=False`` per backbone              Table 3
 ``noise_ablation``     MLTFR over the filter's noise mode and K                    (ours)
 ``expert_sweep``       m = 1..6 experts, the first m sources of the preset         Fig. 3
+``reproduction_gap``   the authors' configuration to ours, one switch per rung     (ours)
 =====================  ==========================================================  ============
 
 Profiles: ``quick`` (a few epochs, vocabularies capped at 4,000 tokens, one seed: minutes on a laptop
@@ -342,6 +343,161 @@ class Experiment:
         table["n_experts"] = table["n_experts"].astype(int)
         table["added source"] = [sources[m - 1] for m in table["n_experts"]]
         return table
+
+
+    # -- the reproduction gap -----------------------------------------------------------
+    def ladder(self, backbone: str, seed: int, sources: str | list[str] | None = None) -> list[dict]:
+        """The rungs from "the paper as its authors ran it" to our default, one switch each, as specs.
+
+        Order: first the two changes of protocol that leave the model alone (hold out a validation
+        item, then select on it), so every later rung is read the same honest way; then the
+        evaluation-time switch (noise), then the switches that change what is trained, from the most
+        to the least structural (tables, keys, scaling, dropout, placement), then the schedule (round 2),
+        then the sizes (expert count, vocabulary cap), which come last because they are budgets, not
+        behaviours. The last rung's specs are exactly :meth:`table2`'s; ``sources`` adds a token-source
+        rung after it. Each rung: ``name``, ``change``, ``read`` ("oracle" = test-selected, "test" =
+        validation-selected), ``mltfr``, ``wo`` (W/O), ``wo2`` (the schedule-matched W/O 2-round) specs."""
+        from dataclasses import replace
+
+        from mltfrkit.runs import authors_configuration
+
+        ours_mltfr = self._spec(backbone, "mltfr", seed)
+        ours_wo = self._spec(backbone, "none", seed)
+        config = ours_mltfr.mltfr_config()
+        authors = authors_configuration(ours_mltfr)
+        tracked = replace(ours_mltfr.train, test_every_epoch=True)
+        steps = [  # (name, what changes, MLTFR option changes, train config or None = ours)
+            ("hold out validation", "the split: a validation item held out (still test-selected)", {}, tracked),
+            ("select on validation", "model selection: validation NDCG@20 instead of the test curve", {}, tracked),
+            ("no evaluation noise", "eval_noise: off", {"eval_noise": False}, None),
+            ("frozen tables", "trainable_tables: off", {"trainable_tables": False}, None),
+            ("user keys", "keys: the user's own tokens", {"keys": "user"}, None),
+            ("straight-through scale", "token_scale: straight-through weights", {"token_scale": "straight_through"},
+             None),
+            ("no expert dropout", "expert_dropout: 0", {"expert_dropout": 0.0}, None),
+            ("eq. 18 placement", "placement: computed from E, added to E", {"placement": "input"}, None),
+            ("best of both rounds", "round 2 continues from round 1; best checkpoint over both rounds",
+             {"round2": config.round2, "round_selection": config.round_selection}, None),
+            ("our expert count", f"n_experts: {config.n_experts}", {"n_experts": config.n_experts}, None),
+            ("our vocabulary cap", f"max_vocab: {config.max_vocab}", {"max_vocab": config.max_vocab,
+                                                                     "precision": config.precision}, None),
+        ]
+
+        def wo2(train, plugin_options):
+            restart = plugin_options.get("round2", config.round2) == "restart"
+            return replace(ours_wo, train=train, schedule="two_round_restart" if restart else "two_round",
+                           round_selection=plugin_options.get("round_selection", config.round_selection))
+
+        options = dict(authors.plugin_options)
+        rungs = [{"name": "the paper as run", "change": "the authors' configuration, test-selected",
+                  "read": "oracle", "mltfr": authors, "wo": authors_configuration(ours_wo),
+                  "wo2": wo2(authors.train, options)}]
+        for name, change, switch, train in steps:
+            options.update(switch)
+            train = train or ours_mltfr.train
+            rungs.append({"name": name, "change": change, "read": "oracle" if name == "hold out validation" else "test",
+                          "mltfr": replace(ours_mltfr, train=train, plugin_options=dict(options)),
+                          "wo": replace(ours_wo, train=train), "wo2": wo2(train, options)})
+        split = self.split
+        if rungs[-1]["mltfr"].key(split.source_sha256) != ours_mltfr.key(split.source_sha256):
+            raise AssertionError("the ladder's last rung is not our default configuration: a switch is missing")
+        rungs[-1]["mltfr_re"] = replace(ours_mltfr, plugin_options={**ours_mltfr.plugin_options, "tables": "random"})
+        if sources:
+            rungs.append({"name": "token sources", "change": f"llms: {sources}", "read": "test",
+                          "mltfr": replace(ours_mltfr, plugin_options={**ours_mltfr.plugin_options, "llms": sources}),
+                          "wo": ours_wo, "wo2": rungs[-1]["wo2"]})
+        return rungs
+
+    def _spec(self, backbone: str, plugin: str, seed: int, **options) -> RunSpec:
+        """Our configuration's spec whatever this experiment's configuration is."""
+        configuration, self.configuration = self.configuration, "ours"
+        try:
+            return self.spec(backbone, plugin, seed=seed, **options)
+        finally:
+            self.configuration = configuration
+
+    def reproduction_gap(self, sources: str | list[str] | None = None, backbones: list[str] | None = None,
+                         controls: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(table, per-seed frame) of the ladder: per backbone and rung, W/O and MLTFR mean and std over
+        seeds, Imp. (the paper's geometric-mean definition) and its std over seeds, paired p-values, the
+        change in Imp. from the previous rung with its standard error over seeds and whether it exceeds
+        seed noise (|change| > 2 standard errors), plus the W/O 2-round baseline and, on the last rung,
+        MLTFR-RE. Rungs read "oracle" report the test-selected figures (labelled in ``selection``)."""
+        backbones = [b.lower() for b in (backbones or self.backbones)]
+        ladders = {(b, s): self.ladder(b, s, sources) for b in backbones for s in self.seeds}
+        kinds = ["wo", "mltfr"] + (["wo2", "mltfr_re"] if controls else [])
+        specs, where = [], []
+        for (b, s), rungs in ladders.items():
+            for index, rung in enumerate(rungs):
+                for kind in kinds:
+                    if kind in rung:
+                        specs.append(rung[kind])
+                        where.append((b, s, index, kind))
+        unique = {}
+        for spec in specs:  # rungs share runs (W/O across rungs, rung 1's runs read twice): train each once
+            unique.setdefault(spec.key(self.split.source_sha256), spec)
+        self.store.ensure_many(list(unique.values()), desc="reproduction-gap runs")
+        rows = []
+        for (b, s, index, kind), spec in zip(where, specs):
+            rung = ladders[(b, s)][index]
+            record = flatten(self.store.get(spec))
+            prefix = "oracle " if rung["read"] == "oracle" else ""
+            rows.append({"backbone": b, "seed": s, "rung": index, "name": rung["name"], "change": rung["change"],
+                         "read": rung["read"], "kind": kind, "run_dir": record["run_dir"],
+                         **{metric: record[prefix + metric] for metric in METRICS}})
+        per_seed = pd.DataFrame(rows)
+        return self._gap_table(per_seed), per_seed
+
+    def _gap_table(self, per_seed: pd.DataFrame) -> pd.DataFrame:
+        labels = {"wo": "W/O", "mltfr": "MLTFR", "wo2": "W/O 2-round", "mltfr_re": "MLTFR-RE"}
+        out = []
+        for (backbone, rung), frame in per_seed.groupby(["backbone", "rung"], sort=True):
+            row = {"backbone": backbone, "rung": int(rung), "name": frame["name"].iloc[0],
+                   "change": frame["change"].iloc[0],
+                   "selection": ORACLE_LABEL if frame["read"].iloc[0] == "oracle" else "validation"}
+            wide = frame.pivot_table(index="seed", columns="kind", values=list(METRICS))
+            for kind, label in labels.items():
+                if ("HR@20", kind) not in wide.columns:
+                    continue
+                for metric in METRICS:
+                    row[f"{label} {metric}"] = wide[(metric, kind)].mean()
+                    row[f"{label} {metric} std"] = wide[(metric, kind)].std(ddof=1)
+            per_seed_imp = [improvement(w_hr, w_nd, m_hr, m_nd) for w_hr, w_nd, m_hr, m_nd in zip(
+                wide[("HR@20", "wo")], wide[("NDCG@20", "wo")], wide[("HR@20", "mltfr")], wide[("NDCG@20", "mltfr")])]
+            row["Imp. (%)"] = improvement(row["W/O HR@20"], row["W/O NDCG@20"], row["MLTFR HR@20"], row["MLTFR NDCG@20"])
+            row["Imp. std over seeds"] = float(np.std(per_seed_imp, ddof=1)) if len(per_seed_imp) > 1 else float("nan")
+            row["_imp_seeds"] = dict(zip(wide.index, per_seed_imp))
+            for metric in METRICS:
+                row[f"p ({metric})"] = paired_p(wide[(metric, "wo")].tolist(), wide[(metric, "mltfr")].tolist())
+            if ("HR@20", "wo2") in wide.columns:
+                row["W/O 2-round Imp. (%)"] = improvement(row["W/O HR@20"], row["W/O NDCG@20"],
+                                                          row["W/O 2-round HR@20"], row["W/O 2-round NDCG@20"])
+                row["p W/O 2-round vs W/O (NDCG@20)"] = paired_p(wide[("NDCG@20", "wo")].tolist(),
+                                                                 wide[("NDCG@20", "wo2")].tolist())
+            if ("HR@20", "mltfr_re") in wide.columns:
+                row["MLTFR-RE vs MLTFR (%)"] = improvement(row["MLTFR HR@20"], row["MLTFR NDCG@20"],
+                                                           row["MLTFR-RE HR@20"], row["MLTFR-RE NDCG@20"])
+                row["p MLTFR-RE vs MLTFR (NDCG@20)"] = paired_p(wide[("NDCG@20", "mltfr")].tolist(),
+                                                                wide[("NDCG@20", "mltfr_re")].tolist())
+            row["seeds"] = int(len(wide))
+            out.append(row)
+        table = pd.DataFrame(out)
+        changes, errors = [], []
+        for index, row in table.iterrows():
+            previous = table[(table["backbone"] == row["backbone"]) & (table["rung"] == row["rung"] - 1)]
+            if previous.empty:
+                changes.append(float("nan"))
+                errors.append(float("nan"))
+                continue
+            before, now = previous["_imp_seeds"].iloc[0], row["_imp_seeds"]
+            diffs = [now[s] - before[s] for s in now if s in before]
+            changes.append(row["Imp. (%)"] - previous["Imp. (%)"].iloc[0])
+            errors.append(float(np.std(diffs, ddof=1) / np.sqrt(len(diffs))) if len(diffs) > 1 else float("nan"))
+        table["change in Imp. (pp)"] = changes
+        table["change SE (pp)"] = errors
+        table["beyond seed noise"] = (table["change in Imp. (pp)"].abs() > 2 * table["change SE (pp)"]) & \
+            table["change SE (pp)"].notna()
+        return table.drop(columns="_imp_seeds")
 
 
 def stored_records(store: ResultStore | None = None) -> pd.DataFrame:

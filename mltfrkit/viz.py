@@ -159,6 +159,42 @@ def plot_gates(gates: np.ndarray, expert_names: list[str], labels: list[str] | N
     return fig
 
 
+def plot_reproduction_gap(table: pd.DataFrame, dataset: str, title_tag: str = ""):
+    """The ladder as a waterfall, one panel per backbone: Imp. (%) at each rung (error bars: std of
+    the per-seed Imp. over seeds), each bar drawn from the previous rung's value, coloured by whether
+    the change exceeds seed noise; the W/O 2-round baseline's Imp. as hollow markers where present."""
+    plt = _plt()
+    backbones = list(dict.fromkeys(table["backbone"]))
+    rungs = max(len(table[table["backbone"] == b]) for b in backbones)
+    fig, axes = plt.subplots(1, len(backbones), figsize=(max(6.0, 0.75 * rungs + 2) * len(backbones), 4.6),
+                             squeeze=False)
+    for ax, backbone in zip(axes[0], backbones):
+        rows = table[table["backbone"] == backbone].sort_values("rung")
+        x = np.arange(len(rows))
+        imp = rows["Imp. (%)"].to_numpy(dtype=float)
+        base = np.concatenate([[0.0], imp[:-1]])
+        colours = ["tab:blue" if i == 0 else ("tab:red" if beyond else "tab:gray")
+                   for i, beyond in enumerate(rows["beyond seed noise"].fillna(False))]
+        ax.bar(x, imp - base, bottom=base, color=colours, width=0.6)
+        ax.errorbar(x, imp, yerr=rows["Imp. std over seeds"].to_numpy(dtype=float), fmt="o", color="black",
+                    capsize=3, markersize=3)
+        if "W/O 2-round Imp. (%)" in rows:
+            ax.scatter(x, rows["W/O 2-round Imp. (%)"], marker="D", facecolors="none", edgecolors="tab:green",
+                       zorder=3, label="W/O 2-round vs W/O")
+        ax.axhline(0, color="black", linewidth=0.8)
+        labels = [name + (" *" if selection != "validation" else "") for name, selection in
+                  zip(rows["name"], rows["selection"])]
+        ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+        ax.set_ylabel("Imp. of MLTFR over W/O (%)")
+        ax.set_title(backbone)
+        if "W/O 2-round Imp. (%)" in rows:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"From the paper as run to our protocol on {dataset}{title_tag}  "
+                 "(* test-selected, optimistic; red: change beyond 2 SE of seed noise)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save_table(table: pd.DataFrame, name: str, dataset: str, directory: str | os.PathLike | None = None) -> Path:
     """Write a notebook's table as ``<directory>/<name>-<dataset>.csv`` beside its figure."""
     directory = figures_dir(directory)

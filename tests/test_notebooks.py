@@ -21,7 +21,7 @@ from test_store import link_cached_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector"]
+NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector", "reproduction_gap"]
 REQUIRED_PARAMETERS = ("dataset", "data_dir", "backbones", "llms", "seeds", "epochs", "profile", "device")
 QUICK_SOURCES = ["SmolLM2-135M", "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]  # offline[:3]
 SMALL = {"max_vocab": 2000, "fisher_samples": 16}  # smaller than the quick profile: test time only
@@ -114,6 +114,36 @@ def test_token_inspector_notebook(shared):
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert "user 42" in text and "in_eval_selection" in text
     figure_ok(shared, "token_inspector_gates-ml-100k")
+
+
+def test_reproduction_gap_notebook(shared):
+    """The ladder on tiny settings: its table's structure, and its first and last rungs are the
+    corresponding Table 2 runs (the authors' configuration, test-selected; and ours)."""
+    from mltfrkit.experiments import Experiment
+    from mltfrkit.vocab import resolve_preset
+
+    link_cached_inputs(resolve_preset("offline"), ["ml-100k"])  # the authors' SASRec has 6 experts
+    options = {"max_vocab": 500, "fisher_samples": 16}
+    execute("reproduction_gap", shared, mltfr_options=options, llms="offline")
+    frame = table(shared, "reproduction_gap-ml-100k")
+    names = list(frame["name"])
+    assert names[0] == "the paper as run" and names[-1] == "our vocabulary cap" and len(names) == 12
+    assert list(frame["rung"]) == list(range(12))
+    assert list(frame["selection"][:2]) == ["test-selected (authors' protocol, optimistic)"] * 2
+    assert set(frame["selection"][2:]) == {"validation"}
+    for column in ("W/O HR@20", "MLTFR NDCG@20", "Imp. (%)", "W/O 2-round HR@20", "change in Imp. (pp)"):
+        assert column in frame
+    assert frame["MLTFR-RE HR@20"].notna().tolist() == [False] * 11 + [True]  # the control on the last rung
+    per_seed = table(shared, "reproduction_gap_per_seed-ml-100k")
+    assert set(per_seed["kind"]) == {"wo", "mltfr", "wo2", "mltfr_re"}
+    figure_ok(shared, "reproduction_gap-ml-100k")
+    common = dict(profile="quick", epochs=1, seeds=[0], backbones=["sasrec"], mltfr_options=options, llms="offline",
+                  runs_dir=str(shared["runs"]), progress=False)
+    for configuration, rung in (("authors", 0), ("ours", 11)):
+        table2 = Experiment("ml-100k", configuration=configuration, **common).table2()  # read from the store
+        for label in ("W/O", "MLTFR"):
+            for metric in ("HR@20", "NDCG@20"):
+                assert table2.loc[0, f"{label} {metric}"] == pytest.approx(frame.loc[rung, f"{label} {metric}"])
 
 
 def write_music_fixture(directory: Path, n_users: int = 40, n_items: int = 25, per_user: int = 9) -> Path:
