@@ -35,6 +35,21 @@ def patience_rule(patience: int, min_epochs: int = 0, smooth: float | None = Non
     """Stop after ``patience`` epochs without improving the best (raw, or EMA-smoothed with weight
     ``smooth`` on the newest epoch) validation value, never before ``min_epochs``. ``relative``: the
     patience grows to ``relative x best epoch`` when that is larger."""
+    if smooth is None:  # the trainer's own rule, so the replay cannot drift from what training does
+        from mltfrkit.train import TrainConfig
+
+        config = TrainConfig(patience=patience, patience_relative=relative or 0.0, min_epochs=min_epochs)
+
+        def stop_as_trained(curve: list[float]) -> int:
+            best, best_epoch = -np.inf, 0
+            for epoch, value in enumerate(curve, start=1):
+                if value > best:
+                    best, best_epoch = value, epoch
+                if config.should_stop(epoch, best_epoch):
+                    return epoch
+            return len(curve)
+        return stop_as_trained
+
     def stop(curve: list[float]) -> int:
         best, best_epoch, level = -np.inf, 0, None
         for epoch, value in enumerate(curve, start=1):

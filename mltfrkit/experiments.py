@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from mltfrkit.runs import CONFIGURATIONS, RunSpec, configured
+from mltfrkit.store import METRICS as STORE_METRICS
 from mltfrkit.store import ResultStore, flatten
 from mltfrkit.train import TrainConfig
 from mltfrkit.train.trainer import ORACLE_LABEL
@@ -220,7 +221,7 @@ class Experiment:
         ``authors`` configuration the metric columns hold the test-selected figures (labelled)."""
         records = self.store.records(self.store.ensure_many(specs, desc=desc))
         if self.configuration == "authors":
-            for metric in ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20"):
+            for metric in STORE_METRICS:
                 records[metric] = records[f"oracle {metric}"]
             records["selection"] = ORACLE_LABEL
         else:

@@ -13,7 +13,7 @@ from mltfrkit.models.base import causal_padding_mask
 from mltfrkit.train import TrainConfig, fit
 from mltfrkit.train.metrics import evaluate
 
-from test_mltfr import D, MAX_LEN, N_ITEMS, E_and_mask, model_with_plugin, sequences, synthetic_tables
+from test_mltfr import D, MAX_LEN, N_ITEMS, E_and_mask, model_with_plugin, seeded_builder, sequences, synthetic_tables
 
 
 def plugin_output(plugin, E, mask, seed=0):
@@ -149,8 +149,6 @@ def test_expert_dropout_acts_in_training_only():
     E, mask = E_and_mask()
     outputs = {}
     for p in (0.0, 0.5):
-        plugin = MLTFRPlugin(synthetic_tables(), D, MLTFRConfig(top_k=2, expert_dropout=p, noise="none",
-                                                                 attn_dropout=0.0))
         torch.manual_seed(0)
         plugin = MLTFRPlugin(synthetic_tables(), D, MLTFRConfig(top_k=2, expert_dropout=p, noise="none",
                                                                  attn_dropout=0.0))
@@ -208,15 +206,7 @@ def test_round_selection_over_both_rounds_can_return_round_1(tiny_split, monkeyp
     outcomes = iter([_fake_round(0.5, 0.30, 7), _fake_round(0.4, 0.35, 3)])  # round 2 over-trains on validation
     monkeypatch.setattr(rounds, "fit", lambda *args, **kwargs: next(outcomes))
     config = MLTFRConfig(top_k=2, fisher_samples=8, round_selection=selection)
-
-    def build():
-        torch.manual_seed(0)
-        model = build_backbone("sasrec", tiny_split.n_items, max_len=MAX_LEN)
-        plugin = MLTFRPlugin(synthetic_tables(), D, config)
-        model.attach_plugin(plugin)
-        return model, plugin
-
-    result = rounds.train_two_rounds(build, tiny_split, TrainConfig(device="cpu"), config, None, {}, progress=False,
+    result = rounds.train_two_rounds(seeded_builder(tiny_split.n_items, config), tiny_split, TrainConfig(device="cpu"), config, None, {}, progress=False,
                                      log=None)
     if selection == "both":
         assert result["selected_round"] == 1 and result["best_epoch"] == 7 and result["test"]["NDCG@20"] == 0.30

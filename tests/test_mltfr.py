@@ -31,6 +31,17 @@ def model_with_plugin(backbone="sasrec", seed=0, **options):
     return model, plugin
 
 
+def seeded_builder(n_items, config):
+    """``build()`` for ``train_two_rounds``: a freshly seeded SASRec with the plug-in on synthetic tables."""
+    def build():
+        torch.manual_seed(0)
+        model = build_backbone("sasrec", n_items, max_len=MAX_LEN)
+        plugin = MLTFRPlugin(synthetic_tables(), D, config)
+        model.attach_plugin(plugin)
+        return model, plugin
+    return build
+
+
 def sequences(batch=6, seed=1, length=MAX_LEN):
     g = torch.Generator().manual_seed(seed)
     seqs = torch.randint(1, N_ITEMS + 1, (batch, length), generator=g)
@@ -209,14 +220,7 @@ def test_experts_share_one_table_tensor():
 
 def test_two_rounds_build_consensus_and_freeze_it(tiny_split, tmp_path):
     config = MLTFRConfig(top_k=2, fisher_samples=16)
-
-    def build():
-        torch.manual_seed(0)
-        model = build_backbone("sasrec", tiny_split.n_items, max_len=MAX_LEN)
-        plugin = MLTFRPlugin(synthetic_tables(), D, config)
-        model.attach_plugin(plugin)
-        return model, plugin
-
+    build = seeded_builder(tiny_split.n_items, config)
     train = TrainConfig(epochs=2, batch_size=16, device="cpu")
     result = train_two_rounds(build, tiny_split, train, config, tmp_path, {"test": True}, progress=False, log=None)
     assert result["rounds"] == 2 and result["consensus"]["members"] == ["narrow-a", "narrow-b"]

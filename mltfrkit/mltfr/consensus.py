@@ -66,6 +66,15 @@ def expert_fisher(model, plugin: MLTFRPlugin, histories: torch.Tensor, targets: 
     noisy = [expert.filter for expert in plugin.experts if expert.filter.eval_noise]
     for token_filter in noisy:
         token_filter.eval_noise = False
+    try:
+        return _fisher(model, plugin, histories, targets, labels, chunk, seed, vectorise)
+    finally:
+        model.train(was_training)
+        for token_filter in noisy:
+            token_filter.eval_noise = True
+
+
+def _fisher(model, plugin, histories, targets, labels, chunk, seed, vectorise):
     scorer = _Scorer(model)
     device = next(model.parameters()).device
     full_name = {id(p): f"model.{n}" for n, p in model.named_parameters()}
@@ -93,9 +102,6 @@ def expert_fisher(model, plugin: MLTFRPlugin, histories: torch.Tensor, targets: 
                 _looped_grads(log_prob, params, history, target)
         for name in totals:
             totals[name] += grads[name].pow(2).sum(0)
-    model.train(was_training)
-    for token_filter in noisy:
-        token_filter.eval_noise = True
     return [{local: totals[full_name[id(p)]] / len(histories) for local, p in expert.integration.named_parameters()}
             for expert in plugin.experts]
 
