@@ -4,6 +4,7 @@ split evaluated once at the end, checkpoints every epoch and exact resume."""
 from __future__ import annotations
 
 import json
+import math
 import platform
 import random
 import time
@@ -20,6 +21,10 @@ from mltfrkit.paths import atomic_write_json
 from mltfrkit.train.metrics import evaluate, pad_left
 
 CHECKPOINT = "checkpoint.pt"
+
+
+class DivergedError(ValueError):
+    """The training loss became NaN or infinite; the message names the epoch and what to change."""
 
 
 @dataclass
@@ -55,8 +60,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite positive number, not {self.lr} (the default is 1e-3)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, not {self.weight_decay}")
+        if self.eval_max_bytes < 1:
+            raise ValueError(f"eval_max_bytes must be at least 1, not {self.eval_max_bytes}")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -69,7 +78,11 @@ class TrainConfig:
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine (or this torch build, {torch.__version__}) has no CUDA; "
+                         f"use --device cpu or auto")
+    return resolved
 
 
 def seed_everything(seed: int) -> None:
@@ -213,6 +226,10 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
             total += float(loss.detach())
             batches += 1
             bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
+        if not math.isfinite(total):  # before anything of this epoch is evaluated, kept or checkpointed
+            raise DivergedError(f"training diverged in epoch {epoch}: the loss is {total / max(batches, 1)} "
+                                f"(lr {config.lr}); nothing of this epoch was kept and no result was written. "
+                                f"Lower the learning rate (--lr, for example {config.lr / 10:g})")
         valid = evaluate(model, valid_hist, valid_targets, config.ks, max_bytes=config.eval_max_bytes,
                          exclude_history=config.exclude_history, device=device)
         seconds = time.perf_counter() - started
