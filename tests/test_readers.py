@@ -117,6 +117,15 @@ def test_sequence_file_malformed_line(tmp_path):
         readers.read_sequence_file(path)
 
 
+def test_sequence_file_user_on_two_lines_continues_in_file_order(tmp_path):
+    """It used to interleave: u1 got a d b e c f (issue 18, item 2)."""
+    path = tmp_path / "seq.txt"
+    path.write_text("u1 a b c\nu2 x y z\nu1 d e f\n")
+    split = prepare_split(readers.read_sequence_file(path), "seq")
+    by_user = {u: [split.item_ids[c] for c in s] for u, s in zip(split.user_ids, split.sequences)}
+    assert by_user == {"u1": list("abcdef"), "u2": list("xyz")}
+
+
 def test_registry_music_applies_5core(tmp_path):
     rows = amazon_rows(n_users=12, n_items=8, per_user=6)
     rows += [("LONER", "B9999", 5), ("LONER", "B0000", 6), ("LONER", "B0001", 7)]  # user with 3 < 5 reviews

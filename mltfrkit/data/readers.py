@@ -35,9 +35,14 @@ def _table(users: list, items: list, times: list) -> pd.DataFrame:
 
 
 def read_sequence_file(path: str | os.PathLike) -> pd.DataFrame:
-    """``user item item ...`` per line, items in chronological order (S3-Rec / MLTFR format)."""
+    """``user item item ...`` per line, items in chronological order (S3-Rec / MLTFR format).
+
+    A user on several lines continues their sequence in file order: ``u1 a b c`` / ``u2 x y z`` /
+    ``u1 d e f`` gives u1 the sequence ``a b c d e f`` (as when a train file and a test file are
+    concatenated), never an interleaving."""
     path = Path(path)
     users, items, times = [], [], []
+    next_position: dict[str, int] = {}
     with _open_text(path) as handle:
         for line_no, line in enumerate(handle, start=1):
             fields = line.split()
@@ -46,9 +51,11 @@ def read_sequence_file(path: str | os.PathLike) -> pd.DataFrame:
             if len(fields) < 2:
                 raise MalformedInputError(f"{path}:{line_no}: expected 'user item [item ...]', got {line.strip()!r}")
             user = fields[0]
+            start = next_position.get(user, 0)
+            next_position[user] = start + len(fields) - 1
             users.extend([user] * (len(fields) - 1))
             items.extend(fields[1:])
-            times.extend(range(len(fields) - 1))
+            times.extend(range(start, start + len(fields) - 1))
     return _table(users, items, times)
 
 
