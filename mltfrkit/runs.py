@@ -168,7 +168,9 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     run_dir = Path(run_dir)
     recorded = run_dir / "result.json"
     if not (run_dir / "checkpoint.pt").exists() and recorded.exists():
-        stored = json.loads(recorded.read_text())
+        from mltfrkit.store import read_result
+
+        stored = read_result(recorded) or {}
         if stored.get("derived_from"):
             _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
             return spec_from_config(stored["config"]), split, model
