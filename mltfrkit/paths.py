@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import platformdirs
 
@@ -27,21 +27,52 @@ def cache_dir(sub: str | None = None) -> Path:
     return path
 
 
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write to a temporary sibling, fsync, then rename: readers see the old file or the new one."""
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (else set and restored at once)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """``write(handle)`` into a uniquely named temporary sibling, fsync, then rename over ``path``:
+    readers see the old file or the new one, and concurrent writers of one path never share a
+    temporary file (the last rename wins). The file gets the umask's normal mode (``mkstemp`` alone
+    would leave it 0600, unreadable by a group sharing a store)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    try:  # the rename itself durable too (best effort: not every filesystem allows it)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError:
+        pass
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write to a temporary sibling, fsync, then rename: readers see the old file or the new one."""
+    return atomic_write_with(path, lambda handle: handle.write(payload))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:

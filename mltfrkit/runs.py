@@ -163,7 +163,7 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     nothing is retrained. For MLTFR runs the consensus expert is rebuilt from round 1's weights
     and the stored Fisher estimate, then round 2's weights are loaded (``rounds=1``: stop after
     round 1). A w/o SC run recorded from a full run (``derived_from``) is that run's round 1."""
-    import torch
+    from mltfrkit.train.checkpoint import load_checkpoint, load_torch
 
     run_dir = Path(run_dir)
     recorded = run_dir / "result.json"
@@ -179,7 +179,7 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
     if not stages:
         raise FileNotFoundError(f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
-    first = torch.load(stages[0] / "checkpoint.pt", map_location="cpu", weights_only=False)
+    first = load_checkpoint(stages[0] / "checkpoint.pt", map_location="cpu")
     spec = spec_from_config({k: v for k, v in first["config"].items() if k != "round"})
     split = load_dataset(spec.dataset, data_dir)
     trained_on = first["config"].get("data_sha256")
@@ -189,11 +189,13 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
                          f"at the file it was trained on, or train the run again on this one")
     model, plugin = build_model(spec, split.n_items)
     for index, stage in enumerate(stages):
-        saved = first if index == 0 else torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)
+        saved = first if index == 0 else load_checkpoint(stage / "checkpoint.pt", map_location="cpu")
         if index == 1:
             from mltfrkit.mltfr import build_consensus
 
-            plugin.set_consensus(build_consensus(plugin, torch.load(run_dir / "fisher.pt", weights_only=True)))
+            fishers = load_torch(run_dir / "fisher.pt", what="Fisher estimate",
+                                 remedy="delete it and re-run the training command, which recomputes it")
+            plugin.set_consensus(build_consensus(plugin, fishers))
         model.load_state_dict(saved["state"]["best_state"] or saved["model"])
     model.eval()
     return spec, split, model

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,24 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Datase
         f"MLTFR_DATA_DIR at the folder that holds it.")
 
 
+def _load_cached_split(path: Path, sha: str, settings: PrepSettings) -> SplitData | None:
+    """A cached split, or None (rebuilt: the cache is derived data) when it is truncated, empty, not
+    ours or of another file / settings; a warning names the file."""
+    try:
+        split = SplitData.load(path)
+        problem = None
+        if split.source_sha256 != sha or split.settings != settings:
+            problem = "it belongs to another data file or other settings"
+        elif len(split.item_ids) < 1 or len(split.user_ids) != len(split.sequences):
+            problem = "its arrays disagree"
+    except Exception as error:  # any unreadable .npz (zip, pickle, JSON, missing key): derived data, rebuild it
+        problem = f"unreadable ({type(error).__name__}: {str(error)[:120]})"
+    if problem is None:
+        return split
+    warnings.warn(f"{path}: invalid cached split, {problem}; rebuilding it from the data file", stacklevel=3)
+    return None
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, settings: PrepSettings | None = None,
                  use_cache: bool = True) -> SplitData:
     """Read, filter and split a dataset; prepared splits are cached by file content and settings."""
@@ -145,7 +164,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, settings:
                       source_sha256=sha)
     cached = cache_dir("splits") / f"{display}-{probe.fingerprint()}.npz"
     if use_cache and cached.exists():
-        return SplitData.load(cached)
+        split = _load_cached_split(cached, sha, settings)
+        if split is not None:
+            return split
     if path.name == "u.data":
         table = _read_u_data(path)
     else:

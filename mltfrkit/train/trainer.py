@@ -18,6 +18,8 @@ from tqdm.auto import tqdm
 
 from mltfrkit.data.split import SplitData
 from mltfrkit.paths import atomic_write_json
+from mltfrkit.train.checkpoint import (load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain,
+                                       python_rng_to_plain, save_torch)
 from mltfrkit.train.metrics import evaluate, pad_left
 
 CHECKPOINT = "checkpoint.pt"
@@ -101,24 +103,24 @@ def library_versions() -> dict[str, str]:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as ints, lists and tensors: a checkpoint loads with ``weights_only=True``."""
+    state = {"python": python_rng_to_plain(random.getstate()), "numpy": numpy_rng_to_plain(np.random.get_state()),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _restore_rng(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(python_rng_from_plain(state["python"]))
+    np.random.set_state(numpy_rng_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_torch(path, payload)  # unique temporary name, fsync, rename: concurrent writers never collide
 
 
 @dataclass
@@ -189,7 +191,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
     state = TrainState()
     checkpoint = Path(run_dir) / CHECKPOINT if run_dir else None
     if checkpoint and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        saved = load_checkpoint(checkpoint, map_location=device)  # weights_only: loading runs no code
         if json.dumps(saved["config"], sort_keys=True) != json.dumps(full_config, sort_keys=True, default=str):
             raise ValueError(f"{checkpoint} belongs to a different configuration; use another run directory "
                              f"or delete it to start over")
