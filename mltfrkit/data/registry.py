@@ -101,6 +101,7 @@ def _fetch_ml100k() -> Path:
                                ". Put ml-100k.inter (RecBole format) or u.data (GroupLens) into the data directory.")
 
 
+@readers._named_errors("GroupLens u.data")
 def _read_u_data(path: str | os.PathLike) -> pd.DataFrame:
     frame = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "time"], dtype=str)
     return readers._table(frame["user"].tolist(), frame["item"].tolist(), pd.to_numeric(frame["time"]).tolist())
@@ -114,13 +115,28 @@ def _ml100k_titles(inter: Path) -> dict[str, str] | None:
     return dict(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
 
 
+_DATA_SUFFIXES = (".txt", ".gz", ".json", ".inter", ".csv", ".parquet", ".data", ".tsv", ".zip")
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.startswith(("~", ".")) or name.lower().endswith(_DATA_SUFFIXES)
+
+
 def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[DatasetSpec | None, Path]:
     """Find the raw file for a dataset name or path."""
     spec = DATASETS.get(name.lower())
     if spec is None:
         path = Path(name).expanduser()
+        if path.is_dir():
+            known = sorted(f for s in DATASETS.values() for f in s.files if (path / f).exists())
+            hint = (f"it holds {', '.join(known)}: use --dataset NAME --data-dir {path}" if known else
+                    "give the data file inside it, or --data-dir with a dataset name")
+            raise DatasetNotFoundError(f"{path} is a directory, not a data file; {hint}")
         if path.exists():
             return None, path
+        if _looks_like_path(name):
+            raise DatasetNotFoundError(f"no such file: {path} (resolved: {path.resolve()}); check the path, or "
+                                       f"use a dataset name ({', '.join(dataset_names())}) with --data-dir")
         raise KeyError(f"unknown dataset {name!r}. Valid names: {', '.join(dataset_names())}; "
                        f"or give a path to a data file.")
     directory = resolve_data_dir(data_dir)
