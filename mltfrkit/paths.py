@@ -19,12 +19,34 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("MLTFR_DATA_DIR", "data")).expanduser()
 
 
+class UnusableDirectoryError(ValueError):
+    """A directory the toolkit must write to is a file, lies under one, or is not writable."""
+
+
+def ensure_directory(path: str | os.PathLike, what: str) -> Path:
+    """Create ``path`` (and its parents) or say clearly why it cannot be a directory we write to;
+    ``what`` names the setting it came from (``--runs-dir``, ``MLTFR_CACHE_DIR``, ...)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise UnusableDirectoryError(f"{what} {path} cannot be a directory: {blocker} is a file; point {what} at a "
+                                     f"folder (or move the file away)") from None
+    except PermissionError as error:
+        raise UnusableDirectoryError(f"{what} {path}: cannot create it ({error.strerror}); point {what} at a "
+                                     f"folder you can write to") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UnusableDirectoryError(f"{what} {path} is not writable; point {what} at a folder you can write to")
+    return path
+
+
 def cache_dir(sub: str | None = None) -> Path:
     """The cache directory: ``MLTFR_CACHE_DIR``, else the platform cache dir."""
-    root = Path(os.environ.get("MLTFR_CACHE_DIR") or platformdirs.user_cache_dir("mltfrkit")).expanduser()
+    explicit = os.environ.get("MLTFR_CACHE_DIR")
+    root = Path(explicit or platformdirs.user_cache_dir("mltfrkit")).expanduser()
     path = root / sub if sub else root
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return ensure_directory(path, "MLTFR_CACHE_DIR" if explicit else "the cache directory")
 
 
 def _umask() -> int:

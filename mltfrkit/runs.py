@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mltfrkit.data import load_dataset
 from mltfrkit.models import build_backbone, make_config
-from mltfrkit.paths import cache_dir
+from mltfrkit.paths import cache_dir, ensure_directory
 from mltfrkit.train import TrainConfig, fit, seed_everything, write_result
 
 PLUGINS = ("none", "mltfr", "te", "re")
@@ -124,6 +124,7 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     config = spec.to_dict(split.source_sha256)
     run_dir = run_dir_for(spec, split, root)
+    ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")  # before training, not after epoch 1
     model, plugin = build_model(spec, split.n_items)
     if log:
         stats = split.stats()

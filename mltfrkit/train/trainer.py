@@ -63,7 +63,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite positive number, not {self.lr} (the default is 1e-3)")
+            raise ValueError(f"lr must be positive and finite, not {self.lr} (the default is 1e-3)")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a finite number >= 0, not {self.weight_decay}")
         if self.eval_max_bytes < 1:
