@@ -20,6 +20,7 @@ from mltfrkit.data.split import SplitData
 from mltfrkit.paths import atomic_write_json
 from mltfrkit.train.checkpoint import (load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain,
                                        python_rng_to_plain, save_torch)
+from mltfrkit.train.memory import check_memory
 from mltfrkit.train.metrics import evaluate, pad_left
 
 CHECKPOINT = "checkpoint.pt"
@@ -202,6 +203,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
         if log:
             log(f"resumed from {checkpoint} after epoch {state.epoch}")
 
+    check_memory(model, split, config)  # an impossible setting is refused with one that fits, before any allocation
     train_seqs, scored = training_windows(split, model.config.max_len, config.windows, config.stride)
     valid_hist, valid_targets = split.eval_pairs("valid")
     finished = state.bad_epochs >= config.patience
