@@ -56,15 +56,17 @@ def load_torch(path: str | os.PathLike, map_location=None, what: str = "checkpoi
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as error:
-        if "Weights only load failed" in str(error) or "Unsupported global" in str(error):
+        if "Unsupported global" in str(error) or "not an allowed global" in str(error):
             raise CheckpointError(
                 f"{path}: this {what} holds objects other than tensors and plain values, which could run code "
                 f"when loaded; refused: {remedy}") from None
-        raise CheckpointError(f"{path}: unreadable {what} (not a torch file: {error}); {remedy}") from None
+        found = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(f"{path}: unreadable {what}, not a torch file{f' ({found})' if found else ''}; "
+                              f"{remedy}") from None
     except (EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = str(error).strip().splitlines()[0].split(". ")[0][:160] if str(error).strip() else "no detail"
         kind = "empty" if path.stat().st_size == 0 else "truncated or corrupt"
-        raise CheckpointError(f"{path}: unreadable {what}, {kind} ({detail}); {remedy}") from None
+        raise CheckpointError(f"{path}: unreadable {what}, {kind} ({type(error).__name__}: {detail}); {remedy}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
