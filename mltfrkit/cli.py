@@ -92,7 +92,8 @@ def check_output_paths(args: argparse.Namespace) -> None:
         if out.is_dir():
             raise ValueError(f"--out {out} is a directory; give a file path, for example {out / 'result.json'}")
         ensure_directory(out.parent, "the folder of --out")
-    what = "--runs-dir" if args.runs_dir else "MLTFR_RUNS_DIR" if os.environ.get("MLTFR_RUNS_DIR") else "the runs folder"
+    what = ("--runs-dir" if args.runs_dir else "MLTFR_RUNS_DIR" if os.environ.get("MLTFR_RUNS_DIR")
+            else "the runs folder")
     ensure_directory(store_root(args.runs_dir), what)
 
 

@@ -381,7 +381,7 @@ def _as_list(value, name: str, kind: type, example: str) -> list | None:
             except ValueError:
                 raise ValueError(f"{name}={text!r}: not a list of whole numbers; e.g. {example}") from None
     if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name}={value!r} must be a list, not a {type(value).__name__}; e.g. {example}")
+        raise ValueError(f"{name}={value!r} must be a list, not of type {type(value).__name__}; e.g. {example}")
     wrong = [v for v in value if not isinstance(v, kind) or isinstance(v, bool)]
     if wrong:
         raise ValueError(f"{name}: {wrong} are not {'whole numbers' if kind is int else 'names'}; e.g. {example}")

@@ -66,7 +66,8 @@ def load_torch(path: str | os.PathLike, map_location=None, what: str = "checkpoi
     except (EOFError, RuntimeError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError) as error:
         detail = str(error).strip().splitlines()[0].split(". ")[0][:160] if str(error).strip() else "no detail"
         kind = "empty" if path.stat().st_size == 0 else "truncated or corrupt"
-        raise CheckpointError(f"{path}: unreadable {what}, {kind} ({type(error).__name__}: {detail}); {remedy}") from None
+        raise CheckpointError(f"{path}: unreadable {what}, {kind} ({type(error).__name__}: {detail}); "
+                              f"{remedy}") from None
 
 
 def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:

@@ -82,14 +82,14 @@ def largest_tensor(model, n_windows: int, batch_size: int, eval_users: int, eval
     if attention:
         candidates.append((B * heads * L * L * 4, f"the attention weights of a batch: {B:,} windows x {heads} heads x "
                                                   f"{L:,} x {L:,} x 4 bytes"))
-        candidates.append((chunk * heads * L * L * 4, f"the attention weights of an evaluation chunk: {chunk:,} users x "
-                                                      f"{heads} heads x {L:,} x {L:,} x 4 bytes"))
+        candidates.append((chunk * heads * L * L * 4, f"the attention weights of an evaluation chunk: {chunk:,} "
+                                                      f"users x {heads} heads x {L:,} x {L:,} x 4 bytes"))
     if isinstance(model, PrefixEncodedMixin):
         candidates.append((B * L * L * d * 4, f"the per-prefix windows of a batch: {B:,} x {L:,} windows x {L:,} x "
                                               f"{d} x 4 bytes"))
         if attention:
-            candidates.append((B * L * heads * L * L * 4, f"the per-prefix attention of a batch: {B:,} x {L:,} windows x "
-                                                          f"{heads} heads x {L:,} x {L:,} x 4 bytes"))
+            candidates.append((B * L * heads * L * L * 4, f"the per-prefix attention of a batch: {B:,} x {L:,} "
+                                                          f"windows x {heads} heads x {L:,} x {L:,} x 4 bytes"))
     return max(candidates)
 
 
