@@ -9,6 +9,14 @@ MLTFR rows (speed knobs: ``bfloat16`` tables and projection, a per-source cap, `
     python benchmarks/mltfr_overhead.py --data-dir ../shared/data [--backbones sasrec bert4rec]
         [--variants float32:none float32:16000 bfloat16:16000 float32:64] [--threads 2]
 
+``--switches`` adds rows for the authors' behaviours (README "The authors' MLTFR") on top of
+``--switch-base`` (default float32:16000): each item is KEY=VALUE[,KEY=VALUE...] of MLTFRConfig, or
+``authors`` for all of them together; ratios are against the backbone and against the same variant
+without the switch, both measured in this run.
+
+    python benchmarks/mltfr_overhead.py --data-dir ../shared/data --variants float32:16000 \
+        --switches keys=batch trainable_tables=true eval_noise=true token_scale=sum,expert_dropout=0.1 authors
+
 The last line reads ``RATIOS step4=<x> step6=<y> eval=<z> peak6_gb=<m>`` (SASRec, first variant).
 """
 
@@ -22,8 +30,24 @@ import sys
 import time
 
 
+def switch_options(text: str) -> dict:
+    """``keys=batch,trainable_tables=true`` or ``authors`` -> MLTFRConfig overrides."""
+    if text == "authors":
+        from mltfrkit.mltfr.plugin import AUTHOR_BEHAVIOURS
+
+        return dict(AUTHOR_BEHAVIOURS)
+    options = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
 def measure(backbone: str, experts: int, data_dir: str, steps: int, eval_users: int, precision: str,
-            max_vocab: int | None, threads: int) -> dict:
+            max_vocab: int | None, threads: int, switches: dict | None = None) -> dict:
     import torch
 
     from mltfrkit.data import load_dataset
@@ -34,7 +58,7 @@ def measure(backbone: str, experts: int, data_dir: str, steps: int, eval_users: 
     torch.set_num_threads(threads)
     split = load_dataset("Pantry", data_dir)
     data = training_sequences(split, 50)
-    options = {"n_experts": experts, "precision": precision, "max_vocab": max_vocab}
+    options = {"n_experts": experts, "precision": precision, "max_vocab": max_vocab, **(switches or {})}
     spec = RunSpec("Pantry", backbone, plugin="mltfr" if experts else "none",
                    plugin_options=options if experts else {})
     model, _ = build_model(spec, split.n_items)
@@ -68,16 +92,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", nargs="+", default=["float32:none", "bfloat16:none", "bfloat16:32000"],
                         help="precision:max_vocab pairs to measure")
+    parser.add_argument("--switches", nargs="*", default=[],
+                        help="authors' behaviours to measure: KEY=VALUE[,KEY=VALUE] of MLTFRConfig, or 'authors'")
+    parser.add_argument("--switch-base", default="float32:16000", help="precision:max_vocab the switches run on")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return
 
-    def run(backbone, experts, precision="float32", max_vocab=None):
+    def run(backbone, experts, precision="float32", max_vocab=None, switches=None):
         child = {"backbone": backbone, "experts": experts, "data_dir": args.data_dir, "steps": args.steps,
                  "eval_users": args.eval_users, "precision": precision, "max_vocab": max_vocab,
-                 "threads": args.threads}
+                 "threads": args.threads, "switches": switches}
         out = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", json.dumps(child)],
                              check=True, capture_output=True, text=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -102,6 +129,18 @@ def main() -> None:
             if summary is None and backbone == "sasrec":
                 summary = (row[4]["step_ms"] / base["step_ms"], row[6]["step_ms"] / base["step_ms"],
                            base["eval_users_per_s"] / row[4]["eval_users_per_s"], row[6]["peak_gb"])
+        if args.switches:
+            precision, cap = args.switch_base.split(":")
+            cap = None if cap == "none" else int(cap)
+            plain = {experts: run(backbone, experts, precision, cap) for experts in (4, 6)}
+            print(f"  switches on {precision}:{cap} (x plain = against the same variant without the switch)")
+            for text in args.switches:
+                for experts in (4, 6):
+                    r = run(backbone, experts, precision, cap, switch_options(text))
+                    print(f"  {text:45s} {experts:2d} experts  step {r['step_ms']:6.0f} ms  "
+                          f"x step {r['step_ms'] / base['step_ms']:5.2f}  x plain {r['step_ms'] / plain[experts]['step_ms']:5.2f}"
+                          f"  eval x plain {plain[experts]['eval_users_per_s'] / r['eval_users_per_s']:5.2f}"
+                          f"  peak {r['peak_gb']:5.2f} GB (plain {plain[experts]['peak_gb']:5.2f})", flush=True)
     if summary:
         print("RATIOS step4={:.2f} step6={:.2f} eval={:.2f} peak6_gb={:.2f}".format(*summary))
 

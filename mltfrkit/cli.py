@@ -76,8 +76,17 @@ def train_spec(args: argparse.Namespace):
             options[key] = getattr(args, flag)
     if args.no_consensus:
         options["consensus"] = False
-    return RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train, plugin=plugin,
+    spec = RunSpec(dataset=args.dataset, backbone=args.backbone, model=model, train=train, plugin=plugin,
                    plugin_options=options)
+    if args.authors:
+        from mltfrkit.runs import authors_configuration
+
+        spec = authors_configuration(spec)
+    elif args.test_every_epoch:
+        from dataclasses import replace
+
+        spec = replace(spec, train=replace(spec.train, test_every_epoch=True))
+    return spec
 
 
 def check_output_paths(args: argparse.Namespace) -> None:
@@ -105,8 +114,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
                           progress=not args.no_progress)
     test = result["test"]
-    print(f"best epoch {result['best_epoch']} (validation NDCG@20 {result['best_valid'].get('NDCG@20', 0):.5f})")
-    print("test  " + "  ".join(f"{k} {v:.5f}" for k, v in test.items()))
+    if test is not None:
+        round_note = f"round {result['selected_round']}, " if result.get("selected_round") else ""
+        print(f"best epoch {result['best_epoch']} ({round_note}validation NDCG@20 "
+              f"{result['best_valid'].get('NDCG@20', 0):.5f})")
+        print("test  " + "  ".join(f"{k} {v:.5f}" for k, v in test.items()))
+    oracle = result.get("test_oracle")
+    if oracle:
+        print(f"{oracle['label']}: epoch {oracle['epoch']}" + (f" of round {oracle['round']}" if "round" in oracle else ""))
+        print("test_oracle  " + "  ".join(f"{k} {v:.5f}" for k, v in oracle["metrics"].items()))
     if args.out:
         print(f"result written to {args.out}")
     return 0
@@ -182,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--top-k", type=int, default=None)
     train.add_argument("--noise", choices=["paper", "tempered", "none"], default=None)
     train.add_argument("--alpha", type=float, default=None, help="consensus weight (default: the authors' per backbone)")
-    train.add_argument("--placement", choices=["input", "after_first_block"], default=None)
+    train.add_argument("--placement", choices=["input", "from_input_after_first_block", "after_first_block"],
+                       default=None, help="input = eq. 18 (default); from_input_after_first_block = the authors' code")
     train.add_argument("--round2", choices=["continue", "restart"], default=None)
     train.add_argument("--no-consensus", action="store_true", help="the SC ablation: one round, no consensus expert")
     train.add_argument("--llm", default=None, help="token source for --plugin te/re")
@@ -200,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default max_len: cheapest; smaller = more context, about max_len / STRIDE times the cost)")
     train.add_argument("--exclude-history", action="store_true",
                        help="never rank the user's history items (S3-Rec / BSARec protocol); default: rank every item")
+    train.add_argument("--authors", action="store_true",
+                       help="the paper as its authors ran it: their split (no validation), their code's MLTFR "
+                            "behaviours and per-backbone settings, test-set selection (reported as test_oracle, "
+                            "optimistic); README 'The authors' MLTFR'")
+    train.add_argument("--test-every-epoch", action="store_true",
+                       help="also evaluate the test split after every epoch: the result gains test_oracle (the "
+                            "best test epoch, optimistic); `test` stays validation-selected")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 

@@ -26,10 +26,24 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     plugin: str = "none"  # "mltfr", or "te" / "re" (LLM-TE / LLM-RE of Fig. 1)
     plugin_options: dict = field(default_factory=dict)  # MLTFRConfig fields, or {"llm": ..., "assignment_seed": ...}
+    # Backbones without a plug-in only: "two_round" / "two_round_restart" train MLTFR's two-round schedule with no
+    # plug-in (the schedule-matched baseline, "W/O 2-round"; mltfrkit/train/schedule.py). Left out of the key at
+    # "single", so stored runs keep theirs.
+    schedule: str = "single"
+    round_selection: str = "both"  # for a two-round schedule: as MLTFRConfig.round_selection
 
     def __post_init__(self):
         if self.plugin not in PLUGINS:
             raise ValueError(f"unknown plugin {self.plugin!r}; valid: {', '.join(PLUGINS)}")
+        from mltfrkit.train.schedule import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, not {self.schedule!r}")
+        if self.schedule != "single" and self.plugin != "none":
+            raise ValueError("schedule applies to backbones without a plug-in (MLTFR has its own rounds: "
+                             "MLTFRConfig.round2 / round_selection)")
+        if self.round_selection not in ("both", "round2"):
+            raise ValueError(f"round_selection must be 'both' or 'round2', not {self.round_selection!r}")
         from mltfrkit.data import DATASETS
 
         registered = DATASETS.get(str(self.dataset).lower())
@@ -62,6 +76,8 @@ class RunSpec:
         out["model"] = make_config(self.backbone, **self.model).to_dict()  # resolved defaults, not just overrides
         out["backbone"] = self.backbone.lower()
         out["data_sha256"] = data_sha256
+        if self.schedule == "single":  # added after runs were stored: left out at its default
+            del out["schedule"], out["round_selection"]
         if self.plugin == "mltfr":
             out["plugin_options"] = self.mltfr_config().to_dict()
         if self.plugin != "none":
@@ -73,6 +89,37 @@ class RunSpec:
     def key(self, data_sha256: str) -> str:
         payload = json.dumps(self.to_dict(data_sha256), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def authors_configuration(spec: RunSpec) -> RunSpec:
+    """The paper as its authors ran it, on our data readers and token tables: their split (no validation,
+    every item but the last trains), test-set selection (``test_oracle``), and for MLTFR runs every behaviour
+    of their code (:data:`mltfrkit.mltfr.plugin.AUTHOR_BEHAVIOURS`: batch-wide keys, E-computed output added
+    after block 0, ``w / sum(w)`` token scaling, expert dropout 0.1, noise at evaluation, trainable tables,
+    round 2 restarted and reported alone) with their per-backbone alpha, K and expert count. These replace
+    the spec's own values (a ladder switches one back afterwards); everything else, such as the vocabulary
+    cap, the token sources and the Fisher sample, stays the spec's (ours: offline sources, a CPU budget)."""
+    from dataclasses import replace
+
+    from mltfrkit.mltfr.plugin import AUTHOR_BEHAVIOURS, AUTHOR_DEFAULTS, AUTHOR_EXPERTS
+
+    train = replace(spec.train, holdout="test", test_every_epoch=True)
+    if spec.plugin != "mltfr":
+        return replace(spec, train=train)
+    backbone = spec.backbone.lower()
+    options = {**spec.plugin_options, **AUTHOR_BEHAVIOURS, **AUTHOR_DEFAULTS.get(backbone, {}),
+               "n_experts": AUTHOR_EXPERTS.get(backbone, 4), "precision": "float32"}
+    return replace(spec, train=train, plugin_options=options)
+
+
+CONFIGURATIONS = ("ours", "authors")
+
+
+def configured(spec: RunSpec, configuration: str = "ours") -> RunSpec:
+    """``spec`` under a named configuration: ``ours`` (as it is) or ``authors``."""
+    if configuration not in CONFIGURATIONS:
+        raise ValueError(f"configuration must be one of {list(CONFIGURATIONS)}, not {configuration!r}")
+    return authors_configuration(spec) if configuration == "authors" else spec
 
 
 def runs_root(explicit: str | os.PathLike | None = None) -> Path:
@@ -99,6 +146,11 @@ def build_model(spec: RunSpec, n_items: int):
         config = spec.mltfr_config()
         tables = [(name, *load_expert_table(name, config.exclude_classes, config.max_vocab, config.precision))
                   for name in spec.token_sources()]
+        if config.tables == "random":  # MLTFR-RE: the same shapes and row norms, no LLM semantics
+            from mltfrkit.mltfr.tables import random_rows_like
+
+            tables = [(name, random_rows_like(rows, 1000 + index), keep)
+                      for index, (name, rows, keep) in enumerate(tables)]
         plugin = MLTFRPlugin(tables, model.config.hidden_size, config)
         model.attach_plugin(plugin, config.placement)
     elif spec.plugin in ("te", "re"):
@@ -141,6 +193,16 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
 
         result = train_two_rounds(build, split, spec.train, spec.mltfr_config(), run_dir, config,
                                   progress=progress, log=log)
+    elif spec.schedule != "single":
+        from mltfrkit.train.schedule import train_backbone_two_rounds
+
+        built = [model]
+
+        def build():
+            return built.pop() if built else build_model(spec, split.n_items)[0]
+
+        result = train_backbone_two_rounds(build, split.with_holdout(spec.train.holdout), spec.train, spec.schedule,
+                                           run_dir, config, spec.round_selection, progress=progress, log=log)
     else:
         result = fit(model, split, spec.train, run_dir=run_dir, run_config=config, progress=progress, log=log)
     result["run_dir"] = str(run_dir)
@@ -156,7 +218,8 @@ def spec_from_config(config: dict) -> RunSpec:
     train["ks"] = tuple(train["ks"])
     return RunSpec(dataset=config["dataset"], backbone=config["backbone"], model=dict(config["model"]),
                    train=TrainConfig(**train), plugin=config.get("plugin", "none"),
-                   plugin_options=dict(config.get("plugin_options") or {}))
+                   plugin_options=dict(config.get("plugin_options") or {}),
+                   schedule=config.get("schedule", "single"), round_selection=config.get("round_selection", "both"))
 
 
 def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None, rounds: int = 2):
@@ -168,13 +231,14 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 
     run_dir = Path(run_dir)
     recorded = run_dir / "result.json"
-    if not (run_dir / "checkpoint.pt").exists() and recorded.exists():
-        from mltfrkit.store import read_result
+    from mltfrkit.store import read_result
 
-        stored = read_result(recorded) or {}
-        if stored.get("derived_from"):
-            _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
-            return spec_from_config(stored["config"]), split, model
+    stored = read_result(recorded)  # None when missing or invalid (named in a warning): the checkpoints alone
+    if not (run_dir / "checkpoint.pt").exists() and stored and stored.get("derived_from"):
+        _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
+        return spec_from_config(stored["config"]), split, model
+    if stored and stored.get("selected_round") == 1:  # round 1's checkpoint won over both rounds
+        rounds = 1
     stages = [run_dir / "round1", run_dir / "round2"] if (run_dir / "round1").exists() else [run_dir]
     stages = stages[:rounds]
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
@@ -188,10 +252,11 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         raise ValueError(f"{run_dir} was trained on another version of {spec.dataset}'s data file (sha256 "
                          f"{trained_on[:12]}..., the file read now: {split.source_sha256[:12]}...): point --data-dir "
                          f"at the file it was trained on, or train the run again on this one")
+    split = split.with_holdout(spec.train.holdout)
     model, plugin = build_model(spec, split.n_items)
     for index, stage in enumerate(stages):
         saved = first if index == 0 else load_checkpoint(stage / "checkpoint.pt", map_location="cpu")
-        if index == 1:
+        if index == 1 and spec.plugin == "mltfr":
             from mltfrkit.mltfr import build_consensus
 
             fishers = load_torch(run_dir / "fisher.pt", what="Fisher estimate",

@@ -48,10 +48,11 @@ def _result_problem(result) -> str | None:
         return f"its config lacks {missing}"
     if not isinstance(config["train"], dict) or not {"seed", "epochs"} <= set(config["train"]):
         return "its config's 'train' lacks seed / epochs"
-    if not isinstance(result.get("test"), dict):
+    if "test" not in result or not isinstance(result["test"], (dict, type(None))):  # None: authors' holdout
         return "no 'test' metrics object"
-    if not isinstance(result.get("best_valid", {}), dict):
-        return "'best_valid' is not an object"
+    for key in ("best_valid", "test_oracle"):
+        if not isinstance(result.get(key), (dict, type(None))):
+            return f"'{key}' is not an object"
     return None
 
 
@@ -184,12 +185,18 @@ def flatten(result: dict) -> dict:
            "llms": _as_text(options.get("llms")) if config.get("plugin") == "mltfr" else options.get("llm"),
            "n_experts": options.get("n_experts"), "top_k": options.get("top_k"),
            "noise": options.get("noise"), "consensus": options.get("consensus"),
-           "rounds": result.get("rounds"), "best_epoch": result.get("best_epoch"),
+           "rounds": result.get("rounds"), "selected_round": result.get("selected_round"),
+           "best_epoch": result.get("best_epoch"), "holdout": config["train"].get("holdout", "valid_test"),
            "seconds": result.get("seconds"), "data_sha256": config.get("data_sha256"),
            "run_dir": result.get("run_dir")}
+    oracle = result.get("test_oracle") or {}
     for metric in METRICS:
-        row[metric] = result["test"].get(metric)
-        row[f"valid {metric}"] = result.get("best_valid", {}).get(metric)
+        # `test` is validation-selected; None under the authors' holdout (no validation split to select with).
+        row[metric] = (result.get("test") or {}).get(metric)
+        row[f"valid {metric}"] = (result.get("best_valid") or {}).get(metric)
+        # Test-selected (the authors' protocol, optimistic): never read by a default table.
+        row[f"oracle {metric}"] = (oracle.get("metrics") or {}).get(metric)
+    row["oracle epoch"] = oracle.get("epoch")
     return row
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +35,9 @@ class SplitData:
     """Chronological item sequences per user; items are 1..n_items, 0 is padding.
 
     Leave-one-out: ``seq[-1]`` = test target, ``seq[-2]`` = validation target, ``seq[:-2]`` = training.
+    ``holdout="test"`` (the MLTFR authors' split, paper appendix C) has no validation target:
+    ``seq[:-1]`` trains and ``seq[-1]`` is the test target. Set per run (``TrainConfig.holdout``,
+    :meth:`with_holdout`), never in the cache.
     """
 
     name: str
@@ -45,6 +48,13 @@ class SplitData:
     source_sha256: str = ""
     item_titles: dict[int, str] | None = None
     filter_log: list[str] = field(default_factory=list)
+    holdout: str = "valid_test"
+
+    def with_holdout(self, holdout: str) -> "SplitData":
+        """The same data under another holdout (a shallow copy; the sequences are shared)."""
+        if holdout not in ("valid_test", "test"):
+            raise ValueError(f"holdout must be 'valid_test' or 'test', not {holdout!r}")
+        return self if holdout == self.holdout else replace(self, holdout=holdout)
 
     @property
     def n_items(self) -> int:
@@ -55,10 +65,13 @@ class SplitData:
         return len(self.sequences)
 
     def train_sequences(self) -> list[np.ndarray]:
-        return [s[:-2] for s in self.sequences]
+        return [s[:-1] for s in self.sequences] if self.holdout == "test" else [s[:-2] for s in self.sequences]
 
     def eval_pairs(self, which: str) -> tuple[list[np.ndarray], np.ndarray]:
         """(history, target) per user: validation uses seq[:-2] -> seq[-2], test seq[:-1] -> seq[-1]."""
+        if which == "valid" and self.holdout == "test":
+            raise ValueError("this split has no validation target (holdout='test', the authors' protocol): "
+                             "evaluate on 'test', or use holdout='valid_test'")
         if which == "valid":
             return [s[:-2] for s in self.sequences], np.array([s[-2] for s in self.sequences])
         if which == "test":

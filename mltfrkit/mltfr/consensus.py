@@ -60,6 +60,12 @@ def expert_fisher(model, plugin: MLTFRPlugin, histories: torch.Tensor, targets: 
         raise ValueError(f"labels must be 'observed' or 'sampled', not {labels!r}")
     was_training = model.training
     model.eval()
+    # Evaluation noise (the authors' eval_noise switch) is off here: per-sample gradients need a deterministic
+    # selection (vmap cannot draw from a seeded generator), and the Fisher is a property of the model, not of
+    # one noise draw. The authors' Fisher keeps the noise on; README lists this as a remaining difference.
+    noisy = [expert.filter for expert in plugin.experts if expert.filter.eval_noise]
+    for token_filter in noisy:
+        token_filter.eval_noise = False
     scorer = _Scorer(model)
     device = next(model.parameters()).device
     full_name = {id(p): f"model.{n}" for n, p in model.named_parameters()}
@@ -88,6 +94,8 @@ def expert_fisher(model, plugin: MLTFRPlugin, histories: torch.Tensor, targets: 
         for name in totals:
             totals[name] += grads[name].pow(2).sum(0)
     model.train(was_training)
+    for token_filter in noisy:
+        token_filter.eval_noise = True
     return [{local: totals[full_name[id(p)]] / len(histories) for local, p in expert.integration.named_parameters()}
             for expert in plugin.experts]
 

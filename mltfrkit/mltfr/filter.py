@@ -9,9 +9,15 @@ align projection.
 
 Noise modes: ``paper`` = (s + g) / tau (eq. 4; with s a cosine in [-1, 1] this samples almost
 uniformly from a large vocabulary whatever tau is), ``tempered`` = s / tau + g (the sharpness
-is a real knob), ``none`` = s / tau (deterministic). Evaluation never adds noise and takes the
-deterministic top-K; the aligned vocabulary is then computed once and reused until the
+is a real knob), ``none`` = s / tau (deterministic). By default evaluation adds no noise and takes
+the deterministic top-K; the aligned vocabulary is then computed once and reused until the
 projection's weights change.
+
+The authors' code differs in three ways, each a switch here (README "The authors' MLTFR"):
+``eval_noise`` keeps the training noise at evaluation, drawn from a generator reset by
+:meth:`TokenFilter.reset_eval_noise` (so an evaluation is reproducible); ``token_scale="sum"``
+scales the picked tokens by ``w / (sum(w) + 1e-8)`` over the K picks instead of ``w``;
+``trainable_tables`` makes the table a parameter that the optimiser updates.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch.nn import functional as F
 from mltfrkit.mltfr.tables import kept_rows
 
 NOISE_MODES = ("paper", "tempered", "none")
+TOKEN_SCALES = ("straight_through", "sum")
 
 
 def interest_vector(E: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -52,22 +59,38 @@ class Selection:
 
 class TokenFilter(nn.Module):
     def __init__(self, vocab: torch.Tensor, d_emb: int, top_k: int = 10, tau: float = 0.5,
-                 noise: str = "paper", keep_ids: torch.Tensor | None = None):
+                 noise: str = "paper", keep_ids: torch.Tensor | None = None, token_scale: str = "straight_through",
+                 eval_noise: bool = False, eval_seed: int = 0, trainable_table: bool = False):
         """``vocab`` is the frozen (V, d_llm) table, shared between filters that use the same source;
         ``keep_ids`` (sorted full-vocabulary ids) restricts selection to a pre-filtered subset (token
         classes, cap); ``vocab`` may be the full table or already just those rows."""
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {NOISE_MODES}, not {noise!r}")
+        if token_scale not in TOKEN_SCALES:
+            raise ValueError(f"token_scale must be one of {TOKEN_SCALES}, not {token_scale!r}")
         vocab_rows, keep_ids = kept_rows(vocab, keep_ids)
         if top_k > vocab_rows.shape[0]:
             raise ValueError(f"top_k={top_k} exceeds the vocabulary size {vocab_rows.shape[0]}")
-        # Frozen tables are non-persistent buffers: never trained, never written into checkpoints.
-        self.register_buffer("vocab", vocab_rows, persistent=False)
+        if trainable_table:
+            # The authors' behaviour: the table is this expert's own parameter (a float32 copy), updated by the
+            # optimiser and saved in checkpoints. Memory: V x d_llm x 4 bytes, x 4 with Adam's moments and the
+            # trainer's best-weights copy.
+            self.vocab = nn.Parameter(vocab_rows.detach().float().clone())
+        else:
+            # Frozen tables are non-persistent buffers: never trained, never written into checkpoints.
+            self.register_buffer("vocab", vocab_rows, persistent=False)
         self.register_buffer("keep_ids", keep_ids, persistent=False)
         self.align = nn.Linear(vocab_rows.shape[1], d_emb)
-        self.top_k, self.tau, self.noise = top_k, tau, noise
+        self.top_k, self.tau, self.noise, self.token_scale = top_k, tau, noise, token_scale
+        self.eval_noise, self.eval_seed = eval_noise, eval_seed
+        self._eval_generator: torch.Generator | None = None
         self._eval_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def reset_eval_noise(self) -> None:
+        """Restart the evaluation-noise stream (``eval_noise``): called at the start of every
+        evaluation, so two evaluations of the same model draw the same noise in the same order."""
+        self._eval_generator = torch.Generator(device=self.vocab.device).manual_seed(self.eval_seed)
 
     @property
     def d_llm(self) -> int:
@@ -89,7 +112,8 @@ class TokenFilter(nn.Module):
         if self.training or torch.is_grad_enabled():
             self._eval_cache = None
             return self._project()
-        key = (self.align.weight._version, self.align.bias._version, id(self.align.weight), self.vocab.device)
+        key = (self.align.weight._version, self.align.bias._version, id(self.align.weight), self.vocab.device,
+               self.vocab._version, id(self.vocab))
         if self._eval_cache is None or self._eval_cache[0] != key:
             self._eval_cache = (key, self._project())
         return self._eval_cache[1]
@@ -106,19 +130,35 @@ class TokenFilter(nn.Module):
             return s / self.tau + gumbel_like(s, generator)
         return s / self.tau
 
+    def scaled(self, weights: torch.Tensor) -> torch.Tensor:
+        """What multiplies the picked embeddings: the straight-through weights (value 1), or the authors'
+        ``w / (sum_K w + 1e-8)`` (value 1/K; at K = 1 its gradient is about 1e-8 / w^2, i.e. none)."""
+        if self.token_scale == "sum":
+            return weights / (weights.sum(-1, keepdim=True) + 1e-8)
+        return weights
+
     def forward(self, E: torch.Tensor, mask: torch.Tensor, top_k: int | None = None, noise: str | None = None,
                 generator: torch.Generator | None = None) -> Selection:
         top_k = top_k or self.top_k
         s = self.similarity(E, mask)
-        if not self.training:  # evaluation: no noise, deterministic top-K, hard weights (exactly 1)
-            scores, picked = s.topk(top_k, dim=-1)
-            return Selection(token_ids=self.keep_ids[picked], scores=scores, weights=torch.ones_like(scores),
-                             tokens=self.vocab[picked].to(E.dtype))
+        if not self.training:  # evaluation: hard weights (exactly 1), no noise unless eval_noise
+            if self.eval_noise and (noise or self.noise) != "none":
+                if generator is None:
+                    if self._eval_generator is None or self._eval_generator.device != s.device:
+                        self.reset_eval_noise()
+                    generator = self._eval_generator
+                _, picked = self.selection_logits(s, noise or self.noise, generator).topk(top_k, dim=-1)
+                scores = s.gather(1, picked)
+            else:
+                scores, picked = s.topk(top_k, dim=-1)
+            weights = self.scaled(torch.ones_like(scores))
+            return Selection(token_ids=self.keep_ids[picked], scores=scores, weights=weights,
+                             tokens=self.vocab[picked].to(E.dtype) * weights.unsqueeze(-1))
         logits = self.selection_logits(s, noise or self.noise, generator)
         picked_logits, picked = logits.topk(top_k, dim=-1)
         # Soft probability of the picked tokens only: softmax's normaliser without a B x V softmax.
         soft = torch.exp(picked_logits - torch.logsumexp(logits, dim=-1, keepdim=True))
-        weights = (1.0 - soft).detach() + soft  # hard = 1 at picked positions: value 1, gradient of soft
+        weights = self.scaled((1.0 - soft).detach() + soft)  # hard = 1 at picked positions: value 1, gradient of soft
         tokens = self.vocab[picked].to(E.dtype) * weights.unsqueeze(-1)
         return Selection(token_ids=self.keep_ids[picked], scores=s.gather(1, picked), weights=weights,
                          tokens=tokens)

@@ -26,25 +26,52 @@ class MLTFRConfig:
     attn_dropout: float = 0.1
     alpha: float = 0.2  # weight of the consensus expert (paper default)
     consensus: bool = True  # False = the paper's "w/o SC" ablation (one round only)
-    placement: str = "input"  # "input" = eq. 18; "after_first_block" = the authors' code
+    # Where the plug-in's output goes (README "The authors' MLTFR"): "input" = computed from E, added to E (eq. 18);
+    # "from_input_after_first_block" = computed from E, added to block 0's output (the authors' code);
+    # "after_first_block" = computed from block 0's output and added there (neither; kept for old runs).
+    placement: str = "input"
     exclude_classes: tuple[str, ...] = ("special", "byte")  # vocabulary pre-filter by token class
     max_vocab: int | None = None  # optional cap: the first N kept tokens per source (speed knob)
     precision: str = "float32"  # "bfloat16": tables and the vocabulary projection in bfloat16 (speed knob)
     fisher_samples: int = 512  # training users used to estimate the Fisher information
     fisher_labels: str = "observed"  # "observed" (empirical Fisher) or "sampled" (from the model)
     round2: str = "continue"  # "continue" (Algorithm 1) or "restart" (the authors' code)
+    # Which checkpoint is the final model: "both" = the best validation epoch over both rounds (round 1's optimum
+    # stays a candidate); "round2" = round 2's best only (the authors' code and this toolkit before 0.1.0's fix).
+    round_selection: str = "both"
+    keys: str = "user"  # cross-attention keys: this user's K tokens, or "batch": every user's (the authors' code)
+    token_scale: str = "straight_through"  # or "sum": w / (sum_K w + 1e-8), the authors' scaling
+    expert_dropout: float = 0.0  # dropout on each expert's output before the gate (the authors': 0.1)
+    eval_noise: bool = False  # keep the selection noise at evaluation (the authors' code), seeded per evaluation
+    eval_batch: int = 128  # users per evaluation batch when keys="batch" or eval_noise (results depend on it)
+    trainable_tables: bool = False  # the token tables as parameters the optimiser updates (the authors' code)
+    # "llm": the sources' real token tables; "random": MLTFR-RE, each expert's table replaced by a seeded Gaussian
+    # matrix of the same shape with the real rows' norms (seed = 1000 + expert index): is it the LLM, or capacity?
+    tables: str = "llm"
 
     def __post_init__(self):
         """Reject a mistyped option now, not after hours of round 1."""
         from mltfrkit.vocab.tokens import TokenClass
 
-        choices = {"noise": ("paper", "tempered", "none"), "placement": ("input", "after_first_block"),
+        from mltfrkit.mltfr.filter import TOKEN_SCALES
+        from mltfrkit.models.base import PLACEMENTS
+
+        choices = {"noise": ("paper", "tempered", "none"), "placement": PLACEMENTS,
                    "precision": ("float32", "bfloat16"), "fisher_labels": ("observed", "sampled"),
-                   "round2": ("continue", "restart")}
+                   "round2": ("continue", "restart"), "round_selection": ("both", "round2"),
+                   "keys": ("user", "batch"), "token_scale": TOKEN_SCALES, "tables": ("llm", "random")}
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"MLTFR option {name}={getattr(self, name)!r} is not one of {list(valid)}")
-        for name in ("n_experts", "top_k", "n_heads", "fisher_samples"):
+        for name in ("eval_noise", "trainable_tables", "consensus"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"MLTFR option {name} must be true or false, not {getattr(self, name)!r}")
+        if not isinstance(self.expert_dropout, (int, float)) or not 0.0 <= self.expert_dropout < 1.0:
+            raise ValueError(f"MLTFR option expert_dropout must be in [0, 1), not {self.expert_dropout!r}")
+        if self.trainable_tables and self.precision != "float32":
+            raise ValueError("trainable_tables needs precision='float32' (Adam on bfloat16 tables loses the updates); "
+                             "drop precision=bfloat16 or trainable_tables")
+        for name in ("n_experts", "top_k", "n_heads", "fisher_samples", "eval_batch"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"MLTFR option {name} must be a positive integer, not {getattr(self, name)!r}")
         if self.max_vocab is not None and (not isinstance(self.max_vocab, int) or self.max_vocab < self.top_k):
@@ -62,20 +89,28 @@ class MLTFRConfig:
         return out
 
 
-# Per-backbone settings from the authors' configs (REFERENCE.md section 1).
+# Per-backbone settings from the authors' configs (REFERENCE.md section 1), our defaults too.
 AUTHOR_DEFAULTS = {
     "sasrec": {"alpha": 0.01, "top_k": 1}, "cl4srec": {"alpha": 0.01, "top_k": 1},
     "bert4rec": {"alpha": 0.2, "top_k": 1}, "linrec": {"alpha": 0.1, "top_k": 1},
     "fmlprec": {"alpha": 0.05, "top_k": 10}, "bsarec": {"alpha": 0.1, "top_k": 10},
 }
+# Expert counts of the authors' configs; the paper's text says 4 for every backbone (our default).
+AUTHOR_EXPERTS = {"sasrec": 6, "cl4srec": 6, "bsarec": 6, "bert4rec": 4, "linrec": 4, "fmlprec": 4}
+# The authors' code's behaviours (REFERENCE.md sections 1 and 5), all together: `authors_configuration`.
+AUTHOR_BEHAVIOURS = {"keys": "batch", "placement": "from_input_after_first_block", "token_scale": "sum",
+                     "expert_dropout": 0.1, "eval_noise": True, "trainable_tables": True, "round2": "restart",
+                     "round_selection": "round2", "noise": "paper"}
 
 
 class Expert(nn.Module):
-    def __init__(self, name: str, token_filter: TokenFilter, d_emb: int, n_heads: int, attn_dropout: float):
+    def __init__(self, name: str, token_filter: TokenFilter, d_emb: int, n_heads: int, attn_dropout: float,
+                 output_dropout: float = 0.0):
         super().__init__()
         self.name = name
         self.filter = token_filter
         self.integration = CrossAttentionIntegration(d_emb, token_filter.d_llm, n_heads, attn_dropout)
+        self.output_dropout = nn.Dropout(output_dropout)  # the authors' Dropout(0.1) per expert; 0 = identity
 
 
 class ConsensusExpert(nn.Module):
@@ -88,9 +123,9 @@ class ConsensusExpert(nn.Module):
         self.integration = integration
         self.integration.requires_grad_(False)
 
-    def forward(self, E: torch.Tensor, selections: list[Selection]) -> torch.Tensor:
+    def forward(self, E: torch.Tensor, selections: list[Selection], batch_keys: bool = False) -> torch.Tensor:
         tokens = torch.stack([selections[m].tokens for m in self.members]).mean(0)
-        return self.integration(E, tokens)
+        return self.integration(E, tokens, batch_keys)
 
 
 class MLTFRPlugin(nn.Module):
@@ -100,9 +135,11 @@ class MLTFRPlugin(nn.Module):
         super().__init__()
         self.config = config
         self.experts = nn.ModuleList(
-            Expert(name, TokenFilter(vocab, d_emb, config.top_k, config.tau, config.noise, keep), d_emb,
-                   config.n_heads, config.attn_dropout)
-            for name, vocab, keep in tables)
+            Expert(name, TokenFilter(vocab, d_emb, config.top_k, config.tau, config.noise, keep,
+                                     token_scale=config.token_scale, eval_noise=config.eval_noise, eval_seed=index,
+                                     trainable_table=config.trainable_tables), d_emb,
+                   config.n_heads, config.attn_dropout, config.expert_dropout)
+            for index, (name, vocab, keep) in enumerate(tables))
         self.gate = nn.Linear(d_emb, len(self.experts))
         self.consensus: ConsensusExpert | None = None
         self.record = False  # keep the last selections and gate weights (token inspector)
@@ -112,16 +149,28 @@ class MLTFRPlugin(nn.Module):
         self.consensus = consensus
 
     def forward(self, E: torch.Tensor, mask: torch.Tensor, seqs: torch.Tensor | None = None) -> torch.Tensor:
+        batch_keys = self.config.keys == "batch"
         selections = [expert.filter(E, mask) for expert in self.experts]
-        outputs = torch.stack([expert.integration(E, sel.tokens) for expert, sel in
-                               zip(self.experts, selections)], dim=2)  # (B, L, m, d)
+        outputs = torch.stack([expert.output_dropout(expert.integration(E, sel.tokens, batch_keys))
+                               for expert, sel in zip(self.experts, selections)], dim=2)  # (B, L, m, d)
         gates = torch.softmax(self.gate(E), dim=-1)  # eq. (11): per-position routing
         output = (gates.unsqueeze(-1) * outputs).sum(2)  # eq. (12): W_base
         if self.consensus is not None:
-            output = output + self.config.alpha * self.consensus(E, selections)  # eq. (15)
+            output = output + self.config.alpha * self.consensus(E, selections, batch_keys)  # eq. (15)
         if self.record:
             self.last = {"selections": selections, "gates": gates.detach()}
         return output * mask.unsqueeze(-1).to(output.dtype)
+
+    def eval_batch_users(self) -> int | None:
+        """A fixed evaluation batch when a user's scores depend on its batch (``keys="batch"``) or on the
+        noise stream's order (``eval_noise``): users are then scored ``eval_batch`` at a time in dataset
+        order, so an evaluation is deterministic. None: any chunking gives the same scores."""
+        return self.config.eval_batch if self.config.keys == "batch" or self.config.eval_noise else None
+
+    def begin_evaluation(self) -> None:
+        """Called by the evaluator before scoring: restarts every filter's evaluation-noise stream."""
+        for expert in self.experts:
+            expert.filter.reset_eval_noise()
 
     def eval_bytes_per_user(self) -> int:
         """Evaluation memory per user: each expert's similarity row and its top-K workspace."""

@@ -57,3 +57,14 @@ def table_reference(name: str) -> dict:
 
     table = load_table(name)
     return {"name": table.name, "sha256": table.meta.get("sha256"), "V": table.V, "d": table.d}
+
+
+def random_rows_like(rows: torch.Tensor, seed: int) -> torch.Tensor:
+    """MLTFR-RE's table: Gaussian rows of the same shape whose norms equal the real rows' norms, from a
+    seeded generator. Everything the LLM's geometry says about which tokens are near which is gone;
+    what the filter and the cross-attention can still use (width, vocabulary size, row scale) stays."""
+    generator = torch.Generator().manual_seed(seed)
+    real = rows.float()
+    random = torch.randn(real.shape, generator=generator)
+    random = random / random.norm(dim=1, keepdim=True).clamp_min(1e-12) * real.norm(dim=1, keepdim=True)
+    return random.to(rows.dtype)

@@ -4,7 +4,8 @@ A backbone turns a left-padded item sequence into hidden states, scores all item
 final user representation, and computes its own training loss. The hook: before the blocks
 (``placement="input"``, paper eq. 18) or after the first block (the authors' placement), the
 attached plug-in receives the representation E and the padding mask and returns a tensor of
-E's shape that is added to it. Backbones never import the plug-in.
+E's shape that is added to it; or (``"from_input_after_first_block"``, the MLTFR authors' code) it
+receives E and its output is added after the first block. Backbones never import the plug-in.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-PLACEMENTS = ("input", "after_first_block")
+# "input": computed from E, added to E (eq. 18). "from_input_after_first_block": computed from E, added to the
+# output of block 0 (the MLTFR authors' code). "after_first_block": computed from block 0's output, added there.
+PLACEMENTS = ("input", "from_input_after_first_block", "after_first_block")
 
 
 class SequencePlugin(Protocol):
@@ -107,7 +110,16 @@ class SequentialRecommender(nn.Module):
                      seqs: torch.Tensor | None = None) -> torch.Tensor:
         """Called by ``encode`` at each stage; adds the plug-in's output where it is placed.
         ``seqs`` (the item ids) lets per-item plug-ins such as LLM-TE look up their rows."""
-        if self.plugin is None or stage != self.plugin_placement:
+        if self.plugin is None:
+            return hidden
+        if self.plugin_placement == "from_input_after_first_block":
+            # Computed from the input E, held until block 0 has run, then added to its output.
+            if stage == "input":
+                self._plugin_pending = self.plugin(hidden, mask, seqs)
+                return hidden
+            pending, self._plugin_pending = self._plugin_pending, None
+            return hidden + pending
+        if stage != self.plugin_placement:
             return hidden
         return hidden + self.plugin(hidden, mask, seqs)
 

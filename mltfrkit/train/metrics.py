@@ -70,6 +70,11 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
     max_len = max_len or model.config.max_len
     plugin = getattr(model, "plugin", None)
     chunk = users_per_chunk(model.n_items, max_bytes, getattr(plugin, "eval_bytes_per_user", lambda: 0)())
+    fixed = getattr(plugin, "eval_batch_users", lambda: None)()
+    if fixed:  # a plug-in whose scores depend on the batch (the authors' MLTFR keys): fixed batches, in order
+        chunk = fixed
+    if hasattr(plugin, "begin_evaluation"):
+        plugin.begin_evaluation()
     ranks = []
     for start in range(0, len(histories), chunk):
         batch_hist = histories[start:start + chunk]

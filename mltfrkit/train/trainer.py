@@ -24,6 +24,9 @@ from mltfrkit.train.memory import check_memory
 from mltfrkit.train.metrics import evaluate, pad_left
 
 CHECKPOINT = "checkpoint.pt"
+HOLDOUTS = ("valid_test", "test")
+# Every figure selected on the test set carries this label wherever it is stored or shown.
+ORACLE_LABEL = "test-selected (authors' protocol, optimistic)"
 
 
 class DivergedError(ValueError):
@@ -37,6 +40,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # epochs without validation improvement before stopping
+    # Plateau-proof stopping (benchmarks/early_stopping.py measures how often patience alone stops on an early
+    # plateau): the patience grows to patience_relative x the best epoch so far, and no run stops before
+    # min_epochs. 0 = off (plain patience).
+    patience_relative: float = 0.0
+    min_epochs: int = 0
     valid_metric: str = "NDCG@20"
     ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 0
@@ -52,6 +60,13 @@ class TrainConfig:
     # start), but a target early in a window sees little history. Smaller strides approach RecBole's
     # one-sample-per-prefix training (stride 1: the same contexts) at about max_len / stride times the cost.
     stride: int | None = None
+    # "valid_test": leave-one-out, last item = test, second to last = validation (model selection and early
+    # stopping on validation). "test": the MLTFR authors' split (paper appendix C): no validation, every item but
+    # the last trains, and selection and stopping can only use the test curve (reported as `test_oracle` only).
+    holdout: str = "valid_test"
+    # Evaluate the test split after every epoch too: the per-epoch curve goes into the result's `epochs` and the
+    # best test epoch into `test_oracle` (the authors' selection). It never changes `test` (validation-selected).
+    test_every_epoch: bool = False
 
     def __post_init__(self):
         if self.windows not in ("last", "all"):
@@ -69,12 +84,32 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be a finite number >= 0, not {self.weight_decay}")
         if self.eval_max_bytes < 1:
             raise ValueError(f"eval_max_bytes must be at least 1, not {self.eval_max_bytes}")
+        if not (math.isfinite(self.patience_relative) and self.patience_relative >= 0):
+            raise ValueError(f"patience_relative must be a finite number >= 0, not {self.patience_relative}")
+        if self.min_epochs < 0:
+            raise ValueError(f"min_epochs must be >= 0, not {self.min_epochs}")
+        if self.holdout not in HOLDOUTS:
+            raise ValueError(f"holdout must be one of {list(HOLDOUTS)}, not {self.holdout!r}")
+
+    def should_stop(self, epoch: int, best_epoch: int) -> bool:
+        """Early stopping after ``epoch`` epochs whose best was ``best_epoch``."""
+        wait = max(self.patience, math.ceil(self.patience_relative * best_epoch))
+        return epoch - best_epoch >= wait and epoch >= self.min_epochs
+
+    @property
+    def tracks_test(self) -> bool:
+        """Whether every epoch is evaluated on the test split (always under the authors' holdout)."""
+        return self.test_every_epoch or self.holdout == "test"
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out["ks"] = list(self.ks)
         if out["windows"] == "last":  # added after runs were stored: left out at its default, so their keys hold
             del out["windows"], out["stride"]
+        for name, default in (("holdout", "valid_test"), ("test_every_epoch", False), ("patience_relative", 0.0),
+                              ("min_epochs", 0)):  # the same for these
+            if out[name] == default:
+                del out[name]
         return out
 
 
@@ -130,6 +165,7 @@ class EpochLog:
     loss: float
     valid: dict[str, float]
     seconds: float
+    test: dict[str, float] | None = None  # only with TrainConfig.tracks_test
 
 
 @dataclass
@@ -203,10 +239,17 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
         if log:
             log(f"resumed from {checkpoint} after epoch {state.epoch}")
 
+    split = split.with_holdout(config.holdout)
     check_memory(model, split, config)  # an impossible setting is refused with one that fits, before any allocation
     train_seqs, scored = training_windows(split, model.config.max_len, config.windows, config.stride)
-    valid_hist, valid_targets = split.eval_pairs("valid")
-    finished = state.bad_epochs >= config.patience
+    test_hist, test_targets = split.eval_pairs("test")
+    has_valid = config.holdout == "valid_test"
+    valid_hist, valid_targets = split.eval_pairs("valid") if has_valid else ([], None)
+
+    def evaluate_on(histories, targets):
+        return evaluate(model, histories, targets, config.ks, max_bytes=config.eval_max_bytes,
+                        exclude_history=config.exclude_history, device=device)
+    finished = config.should_stop(state.epoch, state.best_epoch) if state.epoch else False
     while state.epoch < config.epochs and not finished:
         started = time.perf_counter()
         epoch = state.epoch + 1
@@ -234,22 +277,26 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
             raise DivergedError(f"training diverged in epoch {epoch}: the loss is {total / max(batches, 1)} "
                                 f"(lr {config.lr}); nothing of this epoch was kept and no result was written. "
                                 f"Lower the learning rate (--lr, for example {config.lr / 10:g})")
-        valid = evaluate(model, valid_hist, valid_targets, config.ks, max_bytes=config.eval_max_bytes,
-                         exclude_history=config.exclude_history, device=device)
+        valid = evaluate_on(valid_hist, valid_targets) if has_valid else {}
+        test_now = evaluate_on(test_hist, test_targets) if config.tracks_test else None
         seconds = time.perf_counter() - started
         state.epoch, state.seconds = epoch, state.seconds + seconds
-        improved = valid[config.valid_metric] > state.best_metric
+        curve = valid if has_valid else test_now  # what selects: validation, or the test set (authors' holdout)
+        improved = curve[config.valid_metric] > state.best_metric
         if improved:
-            state.best_metric, state.best_epoch, state.bad_epochs = valid[config.valid_metric], epoch, 0
+            state.best_metric, state.best_epoch, state.bad_epochs = curve[config.valid_metric], epoch, 0
             state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
             state.bad_epochs += 1
-        entry = EpochLog(epoch, total / max(batches, 1), valid, seconds)
+        entry = EpochLog(epoch, total / max(batches, 1), valid, seconds, test_now)
         state.history.append(asdict(entry))
         if log:
             marks = "  *" if improved else ""
-            log(f"epoch {epoch:3d}  loss {entry.loss:.4f}  valid HR@20 {valid.get('HR@20', float('nan')):.4f}  "
-                f"NDCG@20 {valid.get('NDCG@20', float('nan')):.4f}  ({seconds:.1f}s){marks}")
+            shown = f"valid HR@20 {valid.get('HR@20', float('nan')):.4f}  NDCG@20 {valid.get('NDCG@20', float('nan')):.4f}"
+            if test_now is not None:
+                shown = (shown + "  " if has_valid else "") + \
+                    f"test HR@20 {test_now['HR@20']:.4f}  NDCG@20 {test_now['NDCG@20']:.4f}"
+            log(f"epoch {epoch:3d}  loss {entry.loss:.4f}  {shown}  ({seconds:.1f}s){marks}")
         if checkpoint:
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             _save_checkpoint(checkpoint, {"config": json.loads(json.dumps(full_config, default=str)),
@@ -257,18 +304,31 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
                                           "state": asdict(state), "rng": _rng_state()})
         if on_epoch_end:
             on_epoch_end(entry)
-        finished = state.bad_epochs >= config.patience
+        finished = config.should_stop(state.epoch, state.best_epoch)
 
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
-    test_hist, test_targets = split.eval_pairs("test")
-    test = evaluate(model, test_hist, test_targets, config.ks, max_bytes=config.eval_max_bytes,
-                    exclude_history=config.exclude_history, device=device)
+    # The validation-selected figure: the test split read once, with the restored weights. None under the
+    # authors' holdout, which has no validation split to select with.
+    test = evaluate_on(test_hist, test_targets) if has_valid else None
     best_valid = next((h["valid"] for h in state.history if h["epoch"] == state.best_epoch), {})
-    return {"config": json.loads(json.dumps(full_config, default=str)), "best_epoch": state.best_epoch,
-            "best_valid": best_valid, "test": test, "epochs": state.history, "seconds": state.seconds,
-            "stopped_early": state.bad_epochs >= config.patience, "device": str(device),
-            "versions": library_versions()}
+    result = {"config": json.loads(json.dumps(full_config, default=str)), "best_epoch": state.best_epoch,
+              "best_valid": best_valid, "test": test, "epochs": state.history, "seconds": state.seconds,
+              "stopped_early": config.should_stop(state.epoch, state.best_epoch), "device": str(device),
+              "versions": library_versions()}
+    if config.tracks_test:
+        result["test_oracle"] = test_oracle(state.history, config.valid_metric)
+    return result
+
+
+def test_oracle(history: list[dict], metric: str = "NDCG@20") -> dict | None:
+    """The best epoch by the test curve itself (the MLTFR authors' model selection): optimistic by
+    construction, so it is stored apart from ``test`` and labelled wherever it is shown."""
+    tested = [h for h in history if h.get("test")]
+    if not tested:
+        return None
+    best = max(tested, key=lambda h: h["test"][metric])  # the first of equal values, as the trainer's "improved"
+    return {"epoch": best["epoch"], "metrics": best["test"], "selected_by": f"test {metric}", "label": ORACLE_LABEL}
 
 
 def write_result(path: str | Path, result: dict) -> Path:
