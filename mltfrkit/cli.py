@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+import zipfile
 
 from mltfrkit.data import DATASETS, DatasetNotFoundError, EmptyDatasetError, MalformedInputError, load_dataset
 from mltfrkit.models import backbone_names
@@ -46,7 +49,7 @@ def train_spec(args: argparse.Namespace):
     if args.plugin_set and plugin == "none":
         raise ValueError("--plugin-set only applies with a plug-in: add --mltfr or --plugin te / re")
     try:
-        resolve_device(args.device)
+        resolve_device(args.device)  # a ValueError (CUDA requested, none here) says what to use instead
     except RuntimeError as error:
         raise ValueError(f"--device {args.device!r} is not a device torch knows ({error}); "
                          f"use auto, cpu, cuda or cuda:N") from None
@@ -86,10 +89,28 @@ def train_spec(args: argparse.Namespace):
     return spec
 
 
+def check_output_paths(args: argparse.Namespace) -> None:
+    """--out and --runs-dir (or MLTFR_RUNS_DIR / MLTFR_CACHE_DIR) usable, checked before any training."""
+    from pathlib import Path
+
+    from mltfrkit.paths import ensure_directory
+    from mltfrkit.runs import store_root
+
+    if args.out:
+        out = Path(args.out)
+        if out.is_dir():
+            raise ValueError(f"--out {out} is a directory; give a file path, for example {out / 'result.json'}")
+        ensure_directory(out.parent, "the folder of --out")
+    what = ("--runs-dir" if args.runs_dir else "MLTFR_RUNS_DIR" if os.environ.get("MLTFR_RUNS_DIR")
+            else "the runs folder")
+    ensure_directory(store_root(args.runs_dir), what)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from mltfrkit.runs import run_training, store_root
 
     spec = train_spec(args)
+    check_output_paths(args)
     result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
                           progress=not args.no_progress)
     test = result["test"]
@@ -150,6 +171,8 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltfrkit", description=__doc__)
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error too (or set MLTFR_DEBUG=1); goes before the command")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a backbone, print test metrics, write the result JSON")
@@ -231,15 +254,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The library's own errors carry a full message (what, which file or option, what to do); the others
+# (a full disk, a torch runtime error, a corrupt zip) are printed as one line too, never as a traceback.
+LIBRARY_ERRORS = (KeyError, TypeError, ValueError, FileNotFoundError, DatasetNotFoundError, EmptyDatasetError,
+                  MalformedInputError)
+OTHER_ERRORS = (OSError, EOFError, RuntimeError, zipfile.BadZipFile, MemoryError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Every expected failure prints one line ``mltfrkit: error: ...`` and exits 2 (the traceback too
+    with ``--debug`` or ``MLTFR_DEBUG=1``); Ctrl-C prints how to resume and exits 130."""
     from mltfrkit.vocab.cli import EXPECTED_ERRORS as VOCAB_ERRORS
 
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("MLTFR_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
-    except (KeyError, TypeError, ValueError, FileNotFoundError, DatasetNotFoundError, EmptyDatasetError,
-            MalformedInputError) + VOCAB_ERRORS as error:
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("mltfrkit: interrupted; re-run the same command to resume (every finished epoch is checkpointed)",
+              file=sys.stderr)
+        return 130
+    except LIBRARY_ERRORS + VOCAB_ERRORS + OTHER_ERRORS as error:
+        if debug:
+            traceback.print_exc()
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if not isinstance(error, LIBRARY_ERRORS + VOCAB_ERRORS):  # not ours: name its kind, offer the traceback
+            first = str(message).strip().splitlines()[0] if str(message).strip() else ""
+            message = f"{type(error).__name__}: {first} (run with --debug or MLTFR_DEBUG=1 for the traceback)"
         print(f"mltfrkit: error: {message}", file=sys.stderr)
         return 2
 

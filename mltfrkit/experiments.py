@@ -198,15 +198,51 @@ class Experiment:
             raise ValueError(f"configuration must be one of {list(CONFIGURATIONS)}, not {self.configuration!r}")
         settings = PROFILES[self.profile]
         self.settings = settings
+        self._check_parameters()
         self.backbones = [b.lower() for b in (self.backbones or settings.backbones)]
         self.llms = self.llms or settings.llms
         self.seeds = list(self.seeds if self.seeds is not None else settings.seeds)
-        self.epochs = int(self.epochs or settings.epochs)
+        self.epochs = int(self.epochs if self.epochs is not None else settings.epochs)
         self.store = ResultStore(self.runs_dir, self.data_dir, progress=self.progress)
         self.source = self.dataset  # a registered name or a path: what run specs refer to
         self.split = self.store.split(self.source)  # fails here, with the library's message, if missing
         self.dataset = self.split.name  # display name (file stem for a path)
         self.mltfr = {**self.settings.mltfr, **(self.mltfr_options or {})}
+
+    def _check_parameters(self) -> None:
+        """Notebook parameters arrive from papermill as whatever ``-p NAME VALUE`` parsed to: an int for
+        ``-p seeds 3``, a string for ``-p backbones sasrec`` or ``-p seeds '[0,1]'``. Lists may be given as
+        a JSON list or comma-separated names; anything else is refused here, naming the parameter and
+        showing the form that works (never read letter by letter, never replaced by a default)."""
+        from mltfrkit.models import backbone_names
+
+        self.backbones = _as_list(self.backbones, "backbones", str, '-p backbones \'["sasrec", "bert4rec"]\'')
+        unknown = [b for b in self.backbones or [] if b.lower() not in backbone_names()]
+        if unknown:
+            raise ValueError(f"backbones: unknown backbone(s) {unknown}; valid: {', '.join(backbone_names())}")
+        self.seeds = _as_list(self.seeds, "seeds", int, "-p seeds '[0, 1, 2]' (one seed: '[3]')")
+        if self.seeds is not None and (not self.seeds or min(self.seeds) < 0):
+            raise ValueError(f"seeds={self.seeds}: give at least one seed, each >= 0, e.g. -p seeds '[0, 1, 2]'")
+        if isinstance(self.llms, str) and self.llms.strip().startswith("["):
+            self.llms = _as_list(self.llms, "llms", str, '-p llms \'["all-MiniLM-L6-v2"]\'')
+        elif self.llms is not None and not isinstance(self.llms, str):
+            self.llms = _as_list(self.llms, "llms", str, "-p llms offline")
+        if self.epochs is not None and (isinstance(self.epochs, bool) or not isinstance(self.epochs, int)
+                                        or self.epochs < 1):
+            raise ValueError(f"epochs={self.epochs!r}: must be a whole number >= 1, or None for the profile's "
+                             f"default ({self.settings.epochs} in {self.profile!r}); e.g. -p epochs 5")
+        if isinstance(self.mltfr_options, str):
+            import json
+
+            try:
+                self.mltfr_options = json.loads(self.mltfr_options)
+            except json.JSONDecodeError:
+                pass
+        if self.mltfr_options is not None and not isinstance(self.mltfr_options, dict):
+            raise ValueError(f"mltfr_options={self.mltfr_options!r}: must be a mapping of MLTFR options, "
+                             f"e.g. -p mltfr_options '{{\"max_vocab\": 2000}}'")
+        if not isinstance(self.device, str):
+            raise ValueError(f"device={self.device!r}: must be a string such as 'auto', 'cpu' or 'cuda'")
 
     # -- specs ---------------------------------------------------------------------------
     def spec(self, backbone: str = "sasrec", plugin: str = "none", seed: int = 0, **options) -> RunSpec:
@@ -499,6 +535,32 @@ class Experiment:
         table["beyond seed noise"] = (table["change in Imp. (pp)"].abs() > 2 * table["change SE (pp)"]) & \
             table["change SE (pp)"].notna()
         return table.drop(columns="_imp_seeds")
+
+
+def _as_list(value, name: str, kind: type, example: str) -> list | None:
+    """A list parameter from a list, a tuple, a JSON list string or a comma-separated string; None stays."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        import json
+
+        text = value.strip()
+        try:
+            parsed = json.loads(text) if text.startswith("[") else None
+        except json.JSONDecodeError:
+            raise ValueError(f"{name}={value!r} is not a valid JSON list; e.g. {example}") from None
+        value = parsed if parsed is not None else [part.strip() for part in text.split(",") if part.strip()]
+        if kind is int:
+            try:
+                value = [int(v) if isinstance(v, str) else v for v in value]
+            except ValueError:
+                raise ValueError(f"{name}={text!r}: not a list of whole numbers; e.g. {example}") from None
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}={value!r} must be a list, not of type {type(value).__name__}; e.g. {example}")
+    wrong = [v for v in value if not isinstance(v, kind) or isinstance(v, bool)]
+    if wrong:
+        raise ValueError(f"{name}: {wrong} are not {'whole numbers' if kind is int else 'names'}; e.g. {example}")
+    return list(value)
 
 
 def stored_records(store: ResultStore | None = None) -> pd.DataFrame:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,7 +143,12 @@ def load_run(run_dir: str | Path, data_dir: str | None = None, device: str = "cp
     result_file = run_dir / "result.json"
     if not result_file.exists():
         raise FileNotFoundError(f"{run_dir} has no result.json: the run has not finished")
-    result = json.loads(result_file.read_text())
+    from mltfrkit.store import read_result
+
+    result = read_result(result_file)
+    if result is None:
+        raise ValueError(f"{result_file} is not a valid result file: re-run the run's training command "
+                         f"(it resumes from the checkpoint and rewrites the file)")
     if result["config"].get("plugin") != "mltfr":
         raise ValueError(f"{run_dir} is a {result['config'].get('plugin')!r} run; the inspector needs an MLTFR run")
     spec, split, model = load_trained(run_dir, data_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mltfrkit.data import load_dataset
 from mltfrkit.models import build_backbone, make_config
-from mltfrkit.paths import cache_dir
+from mltfrkit.paths import cache_dir, ensure_directory
 from mltfrkit.train import TrainConfig, fit, seed_everything, write_result
 
 PLUGINS = ("none", "mltfr", "te", "re")
@@ -176,6 +176,7 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     config = spec.to_dict(split.source_sha256)
     run_dir = run_dir_for(spec, split, root)
+    ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")  # before training, not after epoch 1
     model, plugin = build_model(spec, split.n_items)
     if log:
         stats = split.stats()
@@ -226,16 +227,13 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     nothing is retrained. For MLTFR runs the consensus expert is rebuilt from round 1's weights
     and the stored Fisher estimate, then round 2's weights are loaded (``rounds=1``: stop after
     round 1). A w/o SC run recorded from a full run (``derived_from``) is that run's round 1."""
-    import torch
+    from mltfrkit.train.checkpoint import load_checkpoint, load_torch
 
     run_dir = Path(run_dir)
     recorded = run_dir / "result.json"
-    stored = None
-    if recorded.exists():
-        try:
-            stored = json.loads(recorded.read_text())
-        except (OSError, ValueError):
-            stored = None  # unreadable: fall back to the checkpoints alone
+    from mltfrkit.store import read_result
+
+    stored = read_result(recorded)  # None when missing or invalid (named in a warning): the checkpoints alone
     if not (run_dir / "checkpoint.pt").exists() and stored and stored.get("derived_from"):
         _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
         return spec_from_config(stored["config"]), split, model
@@ -246,7 +244,7 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
     if not stages:
         raise FileNotFoundError(f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
-    first = torch.load(stages[0] / "checkpoint.pt", map_location="cpu", weights_only=False)
+    first = load_checkpoint(stages[0] / "checkpoint.pt", map_location="cpu")
     spec = spec_from_config({k: v for k, v in first["config"].items() if k != "round"})
     split = load_dataset(spec.dataset, data_dir)
     trained_on = first["config"].get("data_sha256")
@@ -257,11 +255,13 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     split = split.with_holdout(spec.train.holdout)
     model, plugin = build_model(spec, split.n_items)
     for index, stage in enumerate(stages):
-        saved = first if index == 0 else torch.load(stage / "checkpoint.pt", map_location="cpu", weights_only=False)
+        saved = first if index == 0 else load_checkpoint(stage / "checkpoint.pt", map_location="cpu")
         if index == 1 and spec.plugin == "mltfr":
             from mltfrkit.mltfr import build_consensus
 
-            plugin.set_consensus(build_consensus(plugin, torch.load(run_dir / "fisher.pt", weights_only=True)))
+            fishers = load_torch(run_dir / "fisher.pt", what="Fisher estimate",
+                                 remedy="delete it and re-run the training command, which recomputes it")
+            plugin.set_consensus(build_consensus(plugin, fishers))
         model.load_state_dict(saved["state"]["best_state"] or saved["model"])
     model.eval()
     return spec, split, model

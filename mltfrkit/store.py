@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
@@ -29,6 +30,49 @@ from mltfrkit.train import write_result
 
 RESULT = "result.json"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
+
+
+class InvalidResultWarning(UserWarning):
+    """A stored result.json is unreadable or lacks what a table needs; it is treated as missing."""
+
+
+def _result_problem(result) -> str | None:
+    """What a result dict lacks for the tables (None: nothing)."""
+    if not isinstance(result, dict):
+        return f"a JSON {type(result).__name__}, not an object"
+    config = result.get("config")
+    if not isinstance(config, dict):
+        return "no 'config' object"
+    missing = [k for k in ("dataset", "backbone", "train") if k not in config]
+    if missing:
+        return f"its config lacks {missing}"
+    if not isinstance(config["train"], dict) or not {"seed", "epochs"} <= set(config["train"]):
+        return "its config's 'train' lacks seed / epochs"
+    if "test" not in result or not isinstance(result["test"], (dict, type(None))):  # None: authors' holdout
+        return "no 'test' metrics object"
+    for key in ("best_valid", "test_oracle"):
+        if not isinstance(result.get(key), (dict, type(None))):
+            return f"'{key}' is not an object"
+    return None
+
+
+def read_result(path: str | os.PathLike) -> dict | None:
+    """A stored result.json, or None (with an :class:`InvalidResultWarning` naming the file) when it is
+    truncated, not JSON or lacks the config / test metrics: such a run counts as unfinished, so the
+    store resumes it from its checkpoint and rewrites the file."""
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+        problem = _result_problem(result)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem = f"unreadable ({type(error).__name__}: {error})"
+    if problem:
+        warnings.warn(f"{path}: invalid result file, {problem}; treated as missing (the run is resumed from its "
+                      f"checkpoint when needed; delete the file to silence this)", InvalidResultWarning, stacklevel=3)
+        return None
+    return result
 
 
 class ResultStore:
@@ -59,14 +103,14 @@ class ResultStore:
     def get(self, spec: RunSpec) -> dict | None:
         """The stored result, or None if the run has not finished (or never started)."""
         path = self.run_dir(spec) / RESULT
-        if not path.exists():
+        result = read_result(path)
+        if result is None:
             return None
-        result = json.loads(path.read_text())
         result["run_dir"] = str(path.parent)
         return result
 
     def has(self, spec: RunSpec) -> bool:
-        return (self.run_dir(spec) / RESULT).exists()
+        return self.get(spec) is not None
 
     # -- training ----------------------------------------------------------------------
     def ensure(self, spec: RunSpec) -> dict:
@@ -124,9 +168,10 @@ class ResultStore:
         if results is None:
             results = []
             for path in self.result_files():
-                result = json.loads(path.read_text())
-                result["run_dir"] = str(path.parent)
-                results.append(result)
+                result = read_result(path)  # an invalid file is skipped with a warning naming it
+                if result is not None:
+                    result["run_dir"] = str(path.parent)
+                    results.append(result)
         rows = [flatten(result) for result in results]
         return pd.DataFrame(rows)
 
@@ -142,7 +187,8 @@ def flatten(result: dict) -> dict:
            "noise": options.get("noise"), "consensus": options.get("consensus"),
            "rounds": result.get("rounds"), "selected_round": result.get("selected_round"),
            "best_epoch": result.get("best_epoch"), "holdout": config["train"].get("holdout", "valid_test"),
-           "seconds": result.get("seconds"), "run_dir": result.get("run_dir")}
+           "seconds": result.get("seconds"), "data_sha256": config.get("data_sha256"),
+           "run_dir": result.get("run_dir")}
     oracle = result.get("test_oracle") or {}
     for metric in METRICS:
         # `test` is validation-selected; None under the authors' holdout (no validation split to select with).

@@ -151,3 +151,22 @@ def test_bpr_is_the_pairwise_loss_on_the_bce_negatives():
 def test_unknown_loss_lists_valid():
     with pytest.raises(ValueError, match="bce.*bpr.*ce"):
         small("sasrec", loss="hinge")
+
+
+@pytest.mark.parametrize("name,option,value", [("sasrec", "max_len", 0), ("sasrec", "hidden_size", 0),
+                                               ("bert4rec", "mask_ratio", 0.0), ("sasrec", "dropout", 1.0),
+                                               ("cl4srec", "temperature", 0.0), ("bsarec", "alpha", 1.5),
+                                               ("fmlprec", "n_layers", 0), ("sasrec", "dropout", float("nan"))])
+def test_out_of_range_options_are_refused_naming_them(name, option, value):
+    """max_len=0 was an IndexError, hidden_size=0 a ZeroDivisionError, deep inside torch."""
+    from mltfrkit.models import make_config
+
+    with pytest.raises(ValueError, match=rf"{option}=.* out of range.*--set {option}="):
+        make_config(name, **{option: value})
+
+
+def test_heads_must_divide_hidden_size():
+    from mltfrkit.models import make_config
+
+    with pytest.raises(ValueError, match="not divisible by n_heads=3"):
+        make_config("sasrec", hidden_size=64, n_heads=3)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from mltfrkit.cli import main
 
 
@@ -120,3 +122,73 @@ def test_wrongly_typed_model_option_and_impossible_training_settings(capsys):
                            (["--stride", "5"], "stride applies to windows='all' only")):
         assert main(["train", *argv]) == 2, argv
         assert expected in capsys.readouterr().err, argv
+
+
+def seq_file(tmp_path):
+    path = tmp_path / "seqs.txt"
+    path.write_text("".join(f"{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n" for u in range(20)))
+    return path
+
+
+def test_unusable_output_paths_are_refused_before_training(tmp_path, capsys, monkeypatch):
+    """--out a directory, --runs-dir or MLTFR_CACHE_DIR a file: refused before an epoch is trained."""
+    import mltfrkit.runs as runs
+
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("trained although the paths are unusable"))
+    data, blocker = seq_file(tmp_path), tmp_path / "a-file"
+    blocker.write_text("")
+    base = ["train", "--dataset", str(data), "--epochs", "1", "--no-progress"]
+    assert main(base + ["--out", str(tmp_path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
+    assert main(base + ["--runs-dir", str(blocker / "runs")]) == 2
+    assert f"{blocker} is a file; point --runs-dir at a folder" in capsys.readouterr().err
+    monkeypatch.setenv("MLTFR_CACHE_DIR", str(blocker))
+    monkeypatch.delenv("MLTFR_RUNS_DIR", raising=False)
+    assert main(base) == 2
+    assert f"{blocker} is a file; point MLTFR_CACHE_DIR at a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [(["--lr", "inf"], "lr must be positive and finite, not inf"),
+                                           (["--set", "max_len=0"], "max_len=0 is out of range"),
+                                           (["--set", "hidden_size=0"], "hidden_size=0 is out of range")])
+def test_impossible_settings_are_named(tmp_path, capsys, argv, expected):
+    assert main(["train", "--dataset", str(seq_file(tmp_path)), "--runs-dir", str(tmp_path / "runs"), *argv]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_cuda_without_cuda_is_named(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--dataset", str(seq_file(tmp_path)), "--device", "cuda"]) == 2
+    assert "has no CUDA; use --device cpu" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), EOFError("Ran out of input"),
+                                   RuntimeError("PytorchStreamReader failed"), __import__("zipfile").BadZipFile("bad")])
+def test_unexpected_errors_print_one_line(capsys, monkeypatch, error):
+    import mltfrkit.cli as cli
+
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_data_list", fail)
+    monkeypatch.delenv("MLTFR_DEBUG", raising=False)
+    assert main(["data", "list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"mltfrkit: error: {type(error).__name__}" in err and "--debug" in err
+    assert main(["--debug", "data", "list"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_interrupt_says_how_to_resume(capsys, monkeypatch):
+    import mltfrkit.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_data_list", interrupted)
+    assert main(["data", "list"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; re-run the same command to resume" in err and "Traceback" not in err

@@ -68,3 +68,19 @@ def test_exclude_history():
 def test_pad_left_keeps_most_recent():
     out = pad_left([np.array([1, 2, 3, 4]), np.array([5])], 3)
     assert out.tolist() == [[2, 3, 4], [0, 0, 5]]
+
+
+def test_non_finite_scores_never_flatter():
+    """A diverged model (NaN scores) got rank -1, a "hit" with NDCG inf (issue 18, item 1)."""
+    nan, inf = float("nan"), float("inf")
+    all_nan = torch.full((1, 5), nan)
+    all_nan[0, 0] = -inf
+    assert target_ranks(all_nan, torch.tensor([2])).item() == 4  # last
+    scores = torch.tensor([[-inf, 1.0, nan, 3.0, 0.5]])
+    assert target_ranks(scores, torch.tensor([2])).item() == 4  # NaN target: last
+    assert target_ranks(scores, torch.tensor([3])).item() == 1  # the NaN item counts against the target
+    assert target_ranks(torch.tensor([[-inf, 1.0, inf, 3.0]]), torch.tensor([2])).item() == 3  # +inf: last
+    table = torch.full((31, 31), nan)  # 30 items: "last" is beyond the cut-off 20
+    metrics = evaluate(FixedScores(table), [np.array([1]), np.array([2])], np.array([3, 4]))
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert metrics["HR@20"] == 0.0 and metrics["NDCG@20"] == 0.0

@@ -117,6 +117,15 @@ def test_sequence_file_malformed_line(tmp_path):
         readers.read_sequence_file(path)
 
 
+def test_sequence_file_user_on_two_lines_continues_in_file_order(tmp_path):
+    """It used to interleave: u1 got a d b e c f (issue 18, item 2)."""
+    path = tmp_path / "seq.txt"
+    path.write_text("u1 a b c\nu2 x y z\nu1 d e f\n")
+    split = prepare_split(readers.read_sequence_file(path), "seq")
+    by_user = {u: [split.item_ids[c] for c in s] for u, s in zip(split.user_ids, split.sequences)}
+    assert by_user == {"u1": list("abcdef"), "u2": list("xyz")}
+
+
 def test_registry_music_applies_5core(tmp_path):
     rows = amazon_rows(n_users=12, n_items=8, per_user=6)
     rows += [("LONER", "B9999", 5), ("LONER", "B0000", 6), ("LONER", "B0001", 7)]  # user with 3 < 5 reviews
@@ -145,3 +154,33 @@ def test_emptied_dataset_says_which_filter(tmp_path):
     write_amazon(tmp_path / "Office_Products_5.json.gz", [("U1", "A", 1), ("U1", "B", 2), ("U2", "A", 3)])
     with pytest.raises(EmptyDatasetError, match=r"after 5-core: 0 interactions"):
         load_dataset("Office", data_dir=tmp_path)
+
+
+def test_clear_errors_for_bad_files(tmp_path):
+    """Issue 18, item 7: each names the file, what is wrong and what to do."""
+    good = "".join(f"u{u} a b c d\n" for u in range(50)).encode()
+    truncated = tmp_path / "seqs.txt.gz"
+    truncated.write_bytes(gzip.compress(good)[:-20])
+    with pytest.raises(MalformedInputError, match=rf"{truncated}: truncated or corrupt gzip.*download it again"):
+        load_dataset(str(truncated))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"u1 a b\nu2 \xff\xfe\x00 c\n")
+    with pytest.raises(MalformedInputError, match=rf"{binary}:2: not UTF-8 text.*convert it"):
+        load_dataset(str(binary))
+    with pytest.raises(DatasetNotFoundError, match=rf"{tmp_path} is a directory"):
+        load_dataset(str(tmp_path))
+    (tmp_path / "Pantry.txt").write_bytes(good)
+    with pytest.raises(DatasetNotFoundError, match=r"holds Pantry.txt: use --dataset NAME --data-dir"):
+        load_dataset(str(tmp_path))
+    for missing in (str(tmp_path / "nope.txt"), "data/Pantry.txt", "pantry.csv"):
+        with pytest.raises(DatasetNotFoundError, match="no such file"):
+            load_dataset(missing)
+    tabbed = tmp_path / "own.csv"
+    tabbed.write_text("user\titem\ttimestamp\n1\ta\t3\n")
+    with pytest.raises(MalformedInputError, match=r"own.csv: looks tab-separated.*comma-separated") as error:
+        load_dataset(str(tabbed))
+    assert "user_col" not in str(error.value)  # no options the command line does not have
+    unknown = tmp_path / "data.bin"
+    unknown.write_bytes(b"x")
+    with pytest.raises(MalformedInputError, match="unknown format"):
+        load_dataset(str(unknown))

@@ -190,3 +190,32 @@ def test_without_consensus_is_round_one_of_the_full_run(tiny_file, tmp_path):
     _, _, reference = load_trained(trained["run_dir"])
     for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("content", ['{"config": {"dataset"', "{}", "[]", "", '{"config": {}, "test": {}}'])
+def test_invalid_result_file_is_skipped_and_resumed(tiny_file, tmp_path, content, monkeypatch):
+    """One truncated or empty result.json broke every table (JSONDecodeError / KeyError: 'config');
+    now records() skips it naming the file, and ensure() resumes the run from its checkpoint."""
+    from mltfrkit.store import InvalidResultWarning
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    good = store.ensure(spec(tiny_file))
+    broken = store.ensure(spec(tiny_file, seed=1))
+    broken_file = Path(broken["run_dir"]) / "result.json"
+    broken_file.write_text(content)
+    with pytest.warns(InvalidResultWarning, match=str(broken_file)):
+        records = store.records()
+    assert list(records["seed"]) == [0] and list(records["run_dir"]) == [good["run_dir"]]
+    assert records["data_sha256"].tolist() == [good["config"]["data_sha256"]] and len(records["data_sha256"][0]) == 64
+    with pytest.warns(InvalidResultWarning):
+        assert store.get(spec(tiny_file, seed=1)) is None
+    import mltfrkit.train.trainer as trainer_module
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("resumed runs must not train an epoch again")
+
+    monkeypatch.setattr(trainer_module.torch.optim.Adam, "step", no_training)
+    with pytest.warns(InvalidResultWarning):
+        again = store.ensure(spec(tiny_file, seed=1))  # from the finished checkpoint: no epoch trained
+    assert again["test"] == broken["test"]
+    assert json.loads(broken_file.read_text())["test"] == broken["test"]

@@ -161,3 +161,47 @@ def test_default_windows_leave_stored_run_keys_unchanged():
         TrainConfig(stride=5)
     with pytest.raises(ValueError, match="stride must be at least 1"):
         TrainConfig(windows="all", stride=0)
+
+
+def test_diverged_training_stops_before_its_checkpoint(tiny_split, tmp_path):
+    """A NaN loss stops the run naming the epoch; the checkpoint stays the last finite epoch's."""
+    from mltfrkit.train import DivergedError
+
+    torch.manual_seed(123)
+    model = build_backbone("sasrec", tiny_split.n_items, max_len=12)
+    real_loss, epochs_done = model.loss, []
+    model.loss = lambda *a, **k: real_loss(*a, **k) * (float("nan") if epochs_done else 1.0)
+    config = TrainConfig(epochs=3, batch_size=16, seed=3, device="cpu")
+    with pytest.raises(DivergedError, match=r"epoch 2.*Lower the learning rate"):
+        fit(model, tiny_split, config, run_dir=tmp_path, progress=False, log=None,
+            on_epoch_end=lambda entry: epochs_done.append(entry.epoch))
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["state"]["epoch"] == 1
+
+
+def test_diverged_run_writes_no_result(tmp_path):
+    from mltfrkit.runs import RunSpec, run_training
+    from mltfrkit.train import DivergedError
+
+    path = tmp_path / "seqs.txt"
+    path.write_text("".join(f"u{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n" for u in range(30)))
+    spec = RunSpec(str(path), train=TrainConfig(epochs=2, lr=1e4, device="cpu"), model={"hidden_size": 16})
+    with pytest.raises(DivergedError, match=r"epoch \d.*--lr"):
+        run_training(spec, root=tmp_path / "runs", progress=False, log=None)
+    assert not list((tmp_path / "runs").rglob("result.json"))
+
+
+@pytest.mark.parametrize("field,value", [("lr", float("inf")), ("lr", float("nan")), ("lr", 0.0),
+                                         ("weight_decay", float("inf")), ("weight_decay", -1.0)])
+def test_non_finite_hyper_parameters_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrainConfig(**{field: value})
+
+
+def test_cuda_without_cuda_is_refused():
+    from mltfrkit.train import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="no CUDA.*--device cpu"):
+        resolve_device("cuda")

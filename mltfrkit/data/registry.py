@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,6 +101,7 @@ def _fetch_ml100k() -> Path:
                                ". Put ml-100k.inter (RecBole format) or u.data (GroupLens) into the data directory.")
 
 
+@readers._named_errors("GroupLens u.data")
 def _read_u_data(path: str | os.PathLike) -> pd.DataFrame:
     frame = pd.read_csv(path, sep="\t", header=None, names=["user", "item", "rating", "time"], dtype=str)
     return readers._table(frame["user"].tolist(), frame["item"].tolist(), pd.to_numeric(frame["time"]).tolist())
@@ -113,13 +115,28 @@ def _ml100k_titles(inter: Path) -> dict[str, str] | None:
     return dict(zip(frame.iloc[:, 0], frame.iloc[:, 1]))
 
 
+_DATA_SUFFIXES = (".txt", ".gz", ".json", ".inter", ".csv", ".parquet", ".data", ".tsv", ".zip")
+
+
+def _looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.startswith(("~", ".")) or name.lower().endswith(_DATA_SUFFIXES)
+
+
 def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[DatasetSpec | None, Path]:
     """Find the raw file for a dataset name or path."""
     spec = DATASETS.get(name.lower())
     if spec is None:
         path = Path(name).expanduser()
+        if path.is_dir():
+            known = sorted(f for s in DATASETS.values() for f in s.files if (path / f).exists())
+            hint = (f"it holds {', '.join(known)}: use --dataset NAME --data-dir {path}" if known else
+                    "give the data file inside it, or --data-dir with a dataset name")
+            raise DatasetNotFoundError(f"{path} is a directory, not a data file; {hint}")
         if path.exists():
             return None, path
+        if _looks_like_path(name):
+            raise DatasetNotFoundError(f"no such file: {path} (resolved: {path.resolve()}); check the path, or "
+                                       f"use a dataset name ({', '.join(dataset_names())}) with --data-dir")
         raise KeyError(f"unknown dataset {name!r}. Valid names: {', '.join(dataset_names())}; "
                        f"or give a path to a data file.")
     directory = resolve_data_dir(data_dir)
@@ -134,6 +151,24 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Datase
         f"MLTFR_DATA_DIR at the folder that holds it.")
 
 
+def _load_cached_split(path: Path, sha: str, settings: PrepSettings) -> SplitData | None:
+    """A cached split, or None (rebuilt: the cache is derived data) when it is truncated, empty, not
+    ours or of another file / settings; a warning names the file."""
+    try:
+        split = SplitData.load(path)
+        problem = None
+        if split.source_sha256 != sha or split.settings != settings:
+            problem = "it belongs to another data file or other settings"
+        elif len(split.item_ids) < 1 or len(split.user_ids) != len(split.sequences):
+            problem = "its arrays disagree"
+    except Exception as error:  # any unreadable .npz (zip, pickle, JSON, missing key): derived data, rebuild it
+        problem = f"unreadable ({type(error).__name__}: {str(error)[:120]})"
+    if problem is None:
+        return split
+    warnings.warn(f"{path}: invalid cached split, {problem}; rebuilding it from the data file", stacklevel=3)
+    return None
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, settings: PrepSettings | None = None,
                  use_cache: bool = True) -> SplitData:
     """Read, filter and split a dataset; prepared splits are cached by file content and settings."""
@@ -145,7 +180,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, settings:
                       source_sha256=sha)
     cached = cache_dir("splits") / f"{display}-{probe.fingerprint()}.npz"
     if use_cache and cached.exists():
-        return SplitData.load(cached)
+        split = _load_cached_split(cached, sha, settings)
+        if split is not None:
+            return split
     if path.name == "u.data":
         table = _read_u_data(path)
     else:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from mltfrkit.paths import atomic_write_bytes
 
-PREP_VERSION = 1  # bump when preparation logic changes: invalidates cached splits
+PREP_VERSION = 2  # bump when preparation logic changes: invalidates cached splits (2: repeated users in .txt)
 
 
 class EmptyDatasetError(ValueError):

@@ -14,6 +14,7 @@ authors' holdout (no validation split) the same choice is made on the test curve
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +23,23 @@ import torch
 from mltfrkit.mltfr.consensus import build_consensus, expert_fisher, fisher_samples
 from mltfrkit.mltfr.plugin import MLTFRConfig, MLTFRPlugin
 from mltfrkit.train import TrainConfig, fit
+from mltfrkit.train.checkpoint import CheckpointError, load_torch, save_torch
 from mltfrkit.train.schedule import merge_rounds
+
+
+def _stored_fisher(path: Path, log) -> list | None:
+    """The stored Fisher estimate, or None (recomputed) when it is unreadable: it is derived data."""
+    try:
+        fishers = load_torch(path, what="Fisher estimate", remedy="it is recomputed")
+        if isinstance(fishers, (list, dict)):  # one {parameter name: tensor} per expert
+            return fishers
+        problem = f"{path}: not a Fisher estimate (a {type(fishers).__name__}); it is recomputed"
+    except CheckpointError as error:
+        problem = str(error)
+    warnings.warn(problem, stacklevel=3)
+    if log:
+        log(problem)
+    return None
 
 
 def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], split, train: TrainConfig,
@@ -43,16 +60,13 @@ def train_two_rounds(build: Callable[[], tuple[torch.nn.Module, MLTFRPlugin]], s
         return first
 
     fisher_file = run_dir / "fisher.pt" if run_dir else None
-    if fisher_file and fisher_file.exists():
-        fishers = torch.load(fisher_file, weights_only=True)
-    else:
+    fishers = _stored_fisher(fisher_file, log) if fisher_file and fisher_file.exists() else None
+    if fishers is None:
         histories, targets = fisher_samples(split.train_sequences(), config.fisher_samples, model.config.max_len,
                                             seed=train.seed)
         fishers = expert_fisher(model, plugin, histories, targets, labels=config.fisher_labels, seed=train.seed)
         if fisher_file:
-            tmp = fisher_file.with_name(".fisher.pt.tmp")
-            torch.save(fishers, tmp)
-            tmp.replace(fisher_file)
+            save_torch(fisher_file, fishers)  # unique temporary name, fsync, rename
     consensus = build_consensus(plugin, fishers)
     if log:
         names = [plugin.experts[m].name for m in consensus.members]

@@ -41,8 +41,47 @@ class BackboneConfig:
     # (RecBole's SASRec loss, for side-by-side runs); "ce": softmax over all items
     loss: str = "bce"
 
+    def __post_init__(self):
+        check_ranges(self)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# Valid ranges of the numeric options of every backbone config (a field a config lacks is skipped):
+# (low, high, low inclusive, high inclusive). Values out of range used to fail deep inside torch
+# (max_len=0: IndexError, hidden_size=0: ZeroDivisionError).
+RANGES = {
+    "hidden_size": (1, None, True, True), "max_len": (1, None, True, True), "n_layers": (1, None, True, True),
+    "n_heads": (1, None, True, True), "c": (1, None, True, True),
+    "dropout": (0.0, 1.0, True, False), "mask_ratio": (0.0, 1.0, False, True), "crop_ratio": (0.0, 1.0, False, True),
+    "reorder_ratio": (0.0, 1.0, True, True), "alpha": (0.0, 1.0, True, True),
+    "initializer_range": (0.0, None, False, True), "temperature": (0.0, None, False, True),
+    "cl_weight": (0.0, None, True, True),
+}
+
+
+def check_ranges(config) -> None:
+    """Refuse out-of-range or non-finite numeric options, naming the option, its range and its default."""
+    import math
+    from dataclasses import fields
+
+    defaults = {f.name: f.default for f in fields(config)}
+    for name, (low, high, low_in, high_in) in RANGES.items():
+        value = getattr(config, name, None)
+        if name not in defaults or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue  # absent here, or a wrong type (make_config names that)
+        ok = math.isfinite(value) and (low is None or (value >= low if low_in else value > low)) and \
+            (high is None or (value <= high if high_in else value < high))
+        if not ok:
+            span = (f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}" if high is not None
+                    else f">= {low}" if low_in else f"> {low}")
+            raise ValueError(f"{type(config).__name__}: {name}={value} is out of range (must be {span}; default "
+                             f"{defaults[name]}): set it with --set {name}=VALUE")
+    heads = getattr(config, "n_heads", None)
+    if isinstance(heads, int) and heads >= 1 and config.hidden_size % heads:
+        raise ValueError(f"{type(config).__name__}: hidden_size={config.hidden_size} is not divisible by "
+                         f"n_heads={heads}; change one of them (--set hidden_size=... / n_heads=...)")
 
 
 class SequentialRecommender(nn.Module):

@@ -6,6 +6,11 @@ are broken against the target. A model that scores everything alike therefore ge
 Padding (item 0) is scored -inf and never ranked. ``exclude_history`` (default off, as in the
 MLTFR authors' code) removes the user's history items from the candidates, as RecBole does;
 a target that repeats a history item is then a miss.
+
+Non-finite scores never flatter a model (a diverged one scores NaN everywhere): a target whose
+score is NaN or +inf ranks last (a miss), and another item scoring NaN counts against the target,
+as a tie does. -inf is the one non-finite score with a meaning (padding, excluded history items):
+such candidates are never ranked above anything.
 """
 
 from __future__ import annotations
@@ -28,9 +33,14 @@ def pad_left(sequences: Sequence[np.ndarray], length: int) -> torch.Tensor:
 
 
 def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """0-based rank of each target among all candidates, ties counted against the target."""
+    """0-based rank of each target among all candidates, ties counted against the target.
+
+    A NaN or +inf target score ranks last (rank = number of columns - 1, as for a -inf target);
+    NaN scores of other items count as scoring at least as high as the target."""
     target_scores = scores.gather(1, targets.view(-1, 1))
-    return (scores >= target_scores).sum(1) - 1
+    ranks = ((scores >= target_scores) | scores.isnan()).sum(1) - 1
+    broken = target_scores.squeeze(1).isnan() | target_scores.squeeze(1).isposinf()
+    return torch.where(broken, torch.full_like(ranks, scores.shape[1] - 1), ranks)
 
 
 def metrics_from_ranks(ranks: np.ndarray, ks: Iterable[int] = (5, 10, 20)) -> dict[str, float]:

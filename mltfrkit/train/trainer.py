@@ -18,12 +18,19 @@ from tqdm.auto import tqdm
 
 from mltfrkit.data.split import SplitData
 from mltfrkit.paths import atomic_write_json
+from mltfrkit.train.checkpoint import (load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain,
+                                       python_rng_to_plain, save_torch)
+from mltfrkit.train.memory import check_memory
 from mltfrkit.train.metrics import evaluate, pad_left
 
 CHECKPOINT = "checkpoint.pt"
 HOLDOUTS = ("valid_test", "test")
 # Every figure selected on the test set carries this label wherever it is stored or shown.
 ORACLE_LABEL = "test-selected (authors' protocol, optimistic)"
+
+
+class DivergedError(ValueError):
+    """The training loss became NaN or infinite; the message names the epoch and what to change."""
 
 
 @dataclass
@@ -71,8 +78,12 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive and finite, not {self.lr} (the default is 1e-3)")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, not {self.weight_decay}")
+        if self.eval_max_bytes < 1:
+            raise ValueError(f"eval_max_bytes must be at least 1, not {self.eval_max_bytes}")
         if not (math.isfinite(self.patience_relative) and self.patience_relative >= 0):
             raise ValueError(f"patience_relative must be a finite number >= 0, not {self.patience_relative}")
         if self.min_epochs < 0:
@@ -105,7 +116,11 @@ class TrainConfig:
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this machine (or this torch build, {torch.__version__}) has no CUDA; "
+                         f"use --device cpu or auto")
+    return resolved
 
 
 def seed_everything(seed: int) -> None:
@@ -124,24 +139,24 @@ def library_versions() -> dict[str, str]:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as ints, lists and tensors: a checkpoint loads with ``weights_only=True``."""
+    state = {"python": python_rng_to_plain(random.getstate()), "numpy": numpy_rng_to_plain(np.random.get_state()),
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _restore_rng(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(python_rng_from_plain(state["python"]))
+    np.random.set_state(numpy_rng_from_plain(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _save_checkpoint(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    save_torch(path, payload)  # unique temporary name, fsync, rename: concurrent writers never collide
 
 
 @dataclass
@@ -213,7 +228,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
     state = TrainState()
     checkpoint = Path(run_dir) / CHECKPOINT if run_dir else None
     if checkpoint and checkpoint.exists():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        saved = load_checkpoint(checkpoint, map_location=device)  # weights_only: loading runs no code
         if json.dumps(saved["config"], sort_keys=True) != json.dumps(full_config, sort_keys=True, default=str):
             raise ValueError(f"{checkpoint} belongs to a different configuration; use another run directory "
                              f"or delete it to start over")
@@ -225,6 +240,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
             log(f"resumed from {checkpoint} after epoch {state.epoch}")
 
     split = split.with_holdout(config.holdout)
+    check_memory(model, split, config)  # an impossible setting is refused with one that fits, before any allocation
     train_seqs, scored = training_windows(split, model.config.max_len, config.windows, config.stride)
     test_hist, test_targets = split.eval_pairs("test")
     has_valid = config.holdout == "valid_test"
@@ -257,6 +273,10 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
             total += float(loss.detach())
             batches += 1
             bar.set_postfix(loss=f"{total / batches:.4f}", refresh=False)
+        if not math.isfinite(total):  # before anything of this epoch is evaluated, kept or checkpointed
+            raise DivergedError(f"training diverged in epoch {epoch}: the loss is {total / max(batches, 1)} "
+                                f"(lr {config.lr}); nothing of this epoch was kept and no result was written. "
+                                f"Lower the learning rate (--lr, for example {config.lr / 10:g})")
         valid = evaluate_on(valid_hist, valid_targets) if has_valid else {}
         test_now = evaluate_on(test_hist, test_targets) if config.tracks_test else None
         seconds = time.perf_counter() - started
