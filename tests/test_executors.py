@@ -313,3 +313,39 @@ def test_ray_cluster_gives_the_sequential_results(tiny_file, tmp_path, monkeypat
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+# -- the sweep command ----------------------------------------------------------------------------
+def test_sweep_trains_what_the_notebook_then_reads(tiny_file, tmp_path, monkeypatch, capsys):
+    from test_store import SOURCES, link_cached_inputs
+
+    from mltfrkit import store as store_module
+    from mltfrkit.cli import main
+    from mltfrkit.experiments import Experiment
+
+    link_cached_inputs(SOURCES)
+    runs = tmp_path / "runs"
+    small = {"n_experts": 2, "max_vocab": 300, "fisher_samples": 8}
+    command = ["sweep", "table2", "--dataset", str(tiny_file), "--backbones", "sasrec", "--seeds", "0", "1",
+               "--epochs", "1", "--llms", ",".join(SOURCES), "--device", "cpu", "--runs-dir", str(runs),
+               "--executor", "processes", "--workers", "2", "--threads", "1", "--no-progress"]
+    command += [arg for key, value in small.items() for arg in ("--plugin-set", f"{key}={value}")]
+    assert main(command) == 0
+    assert "table2: 4 runs stored" in capsys.readouterr().out
+
+    trained = []
+    monkeypatch.setattr(store_module, "run_training", lambda *a, **k: trained.append(a) or {})
+    exp = Experiment(str(tiny_file), backbones=["sasrec"], llms=SOURCES, seeds=[0, 1], epochs=1, device="cpu",
+                     runs_dir=str(runs), progress=False, mltfr_options=small)  # the notebook's call
+    table = exp.table2()
+    assert trained == [] and table.loc[0, "seeds"] == 2 and table.loc[0, "MLTFR HR@20"] >= 0
+
+
+def test_unknown_executor_is_refused():
+    from mltfrkit.executors import make_executor
+
+    with pytest.raises(ValueError, match="executor must be one of auto, local, processes, ray"):
+        make_executor("threads")
+    with pytest.raises(ValueError, match="only applies to executor 'ray'"):
+        make_executor("processes", ray_address="auto")
+    assert make_executor("processes", workers=3, threads=2).workers == 3
