@@ -306,7 +306,10 @@ class RayExecutor:
     this machine belongs to (``ray start`` ran here); ``"ray://head:10001"`` connects as a Ray client;
     ``"head:6379"`` joins as a driver. Workers import the mltfrkit this driver imported
     (``PYTHONPATH`` in the runtime environment) and receive the ``MLTFR_*`` variables set here.
-    ``workers`` caps the runs in flight on a cluster (None: as many as its CPUs allow)."""
+    ``workers`` caps the runs in flight on a cluster (None: as many as its CPUs allow). Ray's
+    authentication settings (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``, ...) are those of the environment
+    when :meth:`connect` runs; a cluster that refuses the driver's token fails with a ConnectionError
+    saying what to set (:data:`RAY_AUTH_HINT`)."""
 
     name = "ray"
     remote = True
@@ -335,12 +338,19 @@ class RayExecutor:
         except ImportError:
             raise ImportError("executor 'ray' needs Ray: pip install 'mltfrkit[ray]' (or pip install ray)") from None
         if not ray.is_initialized():
+            _reload_ray_auth_settings()
             options = {"runtime_env": self.runtime_env(), "log_to_driver": False}
             if self.address is None:
                 cpus = (self.workers or max(1, (os.cpu_count() or 1) // self.threads)) * self.threads
                 ray.init(num_cpus=cpus, include_dashboard=False, **options)
             else:
-                ray.init(address=self.address, **options)
+                try:
+                    ray.init(address=self.address, **options)
+                except ConnectionError as error:
+                    if not _is_auth_error(error):
+                        raise
+                    raise ConnectionError(f"{error}: the cluster refused this driver (authentication token "
+                                          f"missing or wrong). {RAY_AUTH_HINT}") from error
         return ray
 
     def run(self, jobs: list[RunJob], store: "ResultStore") -> Iterator[Outcome]:
@@ -386,6 +396,46 @@ class RayExecutor:
                     yield index, RunFailure(jobs[index].spec, jobs[index].run_dir, f"{type(error).__name__}: {error}")
                 else:
                     yield index, result
+
+
+RAY_AUTH_HINT = (
+    "Ray (2.52+) clusters may require token authentication: `ray start --head` turns it on when the head has a "
+    "token (~/.ray/auth_token, which a local ray.init() creates), newer Ray versions by default. Every node and "
+    "this driver must then agree: set RAY_AUTH_MODE=token and give each the cluster's token (RAY_AUTH_TOKEN, "
+    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; `ray get-auth-token` prints it) before they start, or start every "
+    "node and the driver with RAY_AUTH_MODE=disabled on a trusted network. "
+    "See https://docs.ray.io/en/latest/ray-security/token-auth.html")
+
+
+def _reload_ray_auth_settings() -> None:
+    """Make Ray use the ``RAY_AUTH_*`` variables set now, not those of when ``ray`` was imported.
+
+    Ray reads ``RAY_AUTH_MODE`` (and caches the token) once per process, at import: a notebook that sets
+    ``os.environ["RAY_AUTH_MODE"] = "token"`` after something imported ray would otherwise connect without
+    a token and get a bare "Failed to connect". Ray itself reloads its config this way when it turns token
+    authentication on (``ray._private.authentication.authentication_token_setup._enable_token_auth``);
+    if a Ray version lacks these internals, nothing is reloaded."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:
+        return
+    try:
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except AttributeError:
+        pass
+
+
+def _is_auth_error(error: BaseException) -> bool:
+    """Whether a failed ``ray.init`` failed on authentication (its cause chain names the token)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(error) \
+                or "Authentication token" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def make_executor(executor: "str | LocalExecutor | ProcessExecutor | RayExecutor | None" = "local",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -252,47 +253,150 @@ def test_wo_sc_in_the_same_grid_is_recorded_from_its_full_run(tiny_file, tmp_pat
     assert not (Path(derived["run_dir"]) / "train.log").exists()  # never sent to a worker
 
 
-# -- Ray: a real local cluster, two worker nodes on the loopback address -----------------------------
+# -- Ray: a real local cluster, two nodes on this machine ----------------------------------------------
+# Ray's authentication is pinned for every process of the test (both nodes, `ray status`, this driver):
+# token mode, with a fresh token of the test's own. Left unset, Ray (2.52+) decides per command and
+# the commands disagree: `ray start --head` turns token authentication on when ~/.ray/auth_token exists
+# (a local ray.init() writes that file), while `ray start --address`, `ray status --address` and
+# ray.init(address=...) stay disabled unless told, so the cluster refuses them ("Authentication token is
+# missing or incorrect") on exactly the machines that have the file. RAY_AUTH_TOKEN outranks
+# RAY_AUTH_TOKEN_PATH and ~/.ray/auth_token, so the test neither reads nor writes the user's token.
+RAY_READY_TIMEOUT = 90.0  # seconds for a node to come up (it takes about 10 s)
+RAY_STOP_TIMEOUT = 30.0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def start_ray_node(args: list[str], log: Path) -> subprocess.Popen:
-    """``ray start ... --block``: the node lives as long as this process (terminated in the test's
-    finally), so the test stops exactly the nodes it started."""
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    return subprocess.Popen([ray_cli, "start", "--block", "--num-cpus=1", "--disable-usage-stats",
+def ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
+def ray_env(token: str) -> dict[str, str]:
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    env.pop("RAY_ADDRESS", None)  # every command here names its cluster
+    return env
+
+
+def start_ray_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``ray start ... --block`` in a session of its own: the node lives as long as this process, and
+    every process of the node (GCS, raylet, agents, workers) is in that session, which is how
+    :func:`stop_ray_nodes` finds exactly the processes this test started."""
+    return subprocess.Popen([ray_cli(), "start", "--block", "--num-cpus=1", "--disable-usage-stats",
                              "--node-ip-address=127.0.0.1", f"--dashboard-agent-listen-port={free_port()}", *args],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError as error:
+        return f"({error})"
+
+
+def wait_for_ray_head(head: subprocess.Popen, address: str, env: dict[str, str], log: Path) -> None:
+    """Polls ``ray status --address`` until it succeeds (the GCS answers, with this token); on a timeout
+    or if the head exits, fails with the last ``ray status`` stderr and the head's log."""
+    deadline = time.monotonic() + RAY_READY_TIMEOUT
+    command = [ray_cli(), "status", f"--address={address}"]
+    while True:
+        if head.poll() is not None:
+            raise AssertionError(f"`ray start --head` exited with code {head.returncode}; its log:\n{tail(log)}")
+        try:
+            status = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+            if status.returncode == 0:
+                return
+            failure = f"exited with code {status.returncode}; its stderr:\n{status.stderr[-4000:]}"
+        except subprocess.TimeoutExpired as error:
+            failure = f"did not answer in {error.timeout} s; its stderr:\n{(error.stderr or b'')[-4000:]!r}"
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the Ray head at {address} was not ready after {RAY_READY_TIMEOUT:.0f} s: "
+                                 f"`{' '.join(command)}` {failure}\nthe head's log:\n{tail(log)}")
+        time.sleep(1)
+
+
+def session_processes(sessions: set[int]) -> list:
+    """The live (not zombie) processes in these sessions."""
+    import psutil  # a dependency of Ray
+
+    found = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            if os.getsid(process.pid) in sessions and process.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (OSError, psutil.Error):
+            pass
+    return found
+
+
+def stop_ray_nodes(nodes: list[subprocess.Popen]) -> list[str]:
+    """Stops the nodes this test started and every process they started, and nothing else (``ray stop``
+    would kill every Ray process on the machine, another cluster's or another test run's too): SIGTERM
+    to each ``ray start --block`` (Ray's own shutdown of its node), then SIGKILL to whatever is left in
+    their sessions. Returns the processes still alive (none, unless something could not be killed)."""
+    sessions = {node.pid for node in nodes}
+    for node in reversed(nodes):  # the worker node first, then the head
+        if node.poll() is None:
+            node.terminate()
+    deadline = time.monotonic() + RAY_STOP_TIMEOUT
+    for node in reversed(nodes):
+        try:
+            node.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait(10)
+    for _ in range(100):
+        left = session_processes(sessions)
+        if not left:
+            return []
+        for process in left:
+            try:
+                process.kill()
+            except Exception:
+                pass
+        time.sleep(0.1)
+    return [f"{process.pid} {' '.join(process.cmdline())[:200]}" for process in session_processes(sessions)]
 
 
 def test_ray_cluster_gives_the_sequential_results(tiny_file, tmp_path, monkeypatch):
-    import ray
-
     reference = sequential(tiny_file, tmp_path / "seq")
+    # The driver (this process) uses the nodes' settings too; set before ray is imported (Ray reads them
+    # at import; RayExecutor.connect reloads them anyway). monkeypatch restores them after the test.
+    token = secrets.token_hex(32)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # Workers import this module (for the killing task) and the mltfrkit under test.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    import ray
+
+    env = ray_env(token)
     port = free_port()
+    address = f"127.0.0.1:{port}"
     # Ray's socket paths must stay under 107 bytes: a short temporary directory, not tmp_path.
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    nodes = [start_ray_node(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}"],
-                            tmp_path / "head.log")]
+    nodes: list[subprocess.Popen] = []
+    left: list[str] = []
     try:
-        ray_cli = str(Path(sys.executable).with_name("ray"))
-
-        def head_is_up() -> bool:
-            if nodes[0].poll() is not None:
-                raise AssertionError(f"ray start --head exited: {(tmp_path / 'head.log').read_text()[-3000:]}")
-            return subprocess.run([ray_cli, "status", f"--address=127.0.0.1:{port}"],
-                                  capture_output=True).returncode == 0
-
-        wait_for(head_is_up, "the Ray head", timeout=180)
-        nodes.append(start_ray_node([f"--address=127.0.0.1:{port}"], tmp_path / "worker.log"))
-        executor = RayExecutor(address=f"127.0.0.1:{port}", threads=1, task=die_once_after_second_checkpoint)
+        # Ports of our own for the head's client server and dashboard (no clash with another Ray here).
+        nodes.append(start_ray_node(["--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}",
+                                     f"--ray-client-server-port={free_port()}", f"--dashboard-port={free_port()}"],
+                                    tmp_path / "head.log", env))
+        wait_for_ray_head(nodes[0], address, env, tmp_path / "head.log")
+        nodes.append(start_ray_node([f"--address={address}"], tmp_path / "worker.log", env))
+        executor = RayExecutor(address=address, threads=1, task=die_once_after_second_checkpoint)
         ray_module = executor.connect()
-        wait_for(lambda: len([n for n in ray_module.nodes() if n["Alive"]]) == 2, "two Ray nodes", timeout=180)
+
+        def two_nodes() -> bool:
+            if nodes[1].poll() is not None:
+                raise AssertionError(f"`ray start --address` exited with code {nodes[1].returncode}; its log:\n"
+                                     f"{tail(tmp_path / 'worker.log')}")
+            return len([n for n in ray_module.nodes() if n["Alive"]]) == 2
+
+        wait_for(two_nodes, "two Ray nodes", timeout=RAY_READY_TIMEOUT)
         assert ray_module.cluster_resources()["CPU"] == 2
 
         store = ResultStore(tmp_path / "ray-runs", progress=False, log=None, executor=executor)
@@ -304,15 +408,14 @@ def test_ray_cluster_gives_the_sequential_results(tiny_file, tmp_path, monkeypat
         assert_same(results, reference)
         assert_killed_and_resumed(tmp_path / "ray-runs", tiny_file, results[1])
     finally:
-        ray.shutdown()
-        for node in reversed(nodes):
-            node.terminate()
-        for node in reversed(nodes):
+        try:
+            ray.shutdown()
+        finally:
             try:
-                node.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(node.pid, signal.SIGKILL)
-        shutil.rmtree(temp, ignore_errors=True)
+                left = stop_ray_nodes(nodes)
+            finally:
+                shutil.rmtree(temp, ignore_errors=True)
+    assert not left, f"Ray processes left running after the test: {left}"
 
 
 # -- the sweep command ----------------------------------------------------------------------------
