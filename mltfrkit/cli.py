@@ -11,6 +11,7 @@ import zipfile
 
 from mltfrkit.data import DATASETS, DatasetNotFoundError, EmptyDatasetError, MalformedInputError, load_dataset
 from mltfrkit.models import backbone_names
+from mltfrkit.runs import CONFIGURATIONS
 from mltfrkit.train import TrainConfig
 
 
@@ -128,6 +129,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Train every missing run of a named experiment, so that the notebook of that name (with the same
+    dataset, profile and options) then reads everything from the store and trains nothing."""
+    from mltfrkit.executors import GridFailed
+    from mltfrkit.experiments import Experiment
+
+    exp = Experiment(args.dataset, data_dir=args.data_dir, profile=args.profile, backbones=args.backbones,
+                     llms=_llms(args.llms), seeds=args.seeds, epochs=args.epochs, device=args.device,
+                     runs_dir=args.runs_dir, progress=not args.no_progress,
+                     mltfr_options=dict(args.plugin_set) or None, executor=args.executor, workers=args.workers,
+                     threads=args.threads, ray_address=args.ray_address, configuration=args.configuration)
+    options = {}
+    if args.experts and args.experiment == "expert_sweep":
+        options["experts"] = args.experts
+    try:
+        results = exp.sweep(args.experiment, **options)
+    except GridFailed as failed:
+        print(f"mltfrkit: error: {failed}", file=sys.stderr)
+        return 1
+    print(f"{args.experiment}: {len(results)} runs stored in {exp.store.root}")
+    return 0
+
+
+def _llms(text: str | None):
+    """--llms: a preset name, or sources separated by commas."""
+    if text is None:
+        return None
+    return text.split(",") if "," in text else text
+
+
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from mltfrkit.mltfr.diagnostics import selection_diagnostic
     from mltfrkit.runs import load_trained
@@ -227,6 +258,38 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 
+    from mltfrkit.executors import EXECUTORS
+    from mltfrkit.experiments import GRIDS
+
+    sweep = sub.add_parser("sweep", help="train every missing run of an experiment (a notebook then reads them all)",
+                           description=cmd_sweep.__doc__)
+    sweep.add_argument("experiment", choices=GRIDS,
+                       help="a notebook's grid (ablation = Table 3 + noise x K; all = every notebook's)")
+    sweep.add_argument("--dataset", default="ml-100k")
+    sweep.add_argument("--data-dir", default=None)
+    sweep.add_argument("--profile", choices=["quick", "paper"], default="quick")
+    sweep.add_argument("--backbones", nargs="+", default=None, help="default: the profile's")
+    sweep.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the profile's")
+    sweep.add_argument("--epochs", type=int, default=None, help="default: the profile's")
+    sweep.add_argument("--llms", default=None, help="vocab preset, or sources separated by commas")
+    sweep.add_argument("--experts", nargs="+", type=int, default=None, help="expert_sweep: the values of m")
+    sweep.add_argument("--plugin-set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
+                       help="MLTFR option on top of the profile's (the notebooks' mltfr_options)")
+    sweep.add_argument("--configuration", choices=CONFIGURATIONS, default="ours",
+                       help="ours (validation selects) or authors (the paper as its authors ran it; test-selected)")
+    sweep.add_argument("--device", default="auto")
+    sweep.add_argument("--runs-dir", default=None, help="the result store's root (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
+    sweep.add_argument("--executor", choices=EXECUTORS, default="auto",
+                       help="local: this process, one run after another; processes: WORKERS processes on this machine; "
+                            "ray: a Ray task per run (local, or the cluster at --ray-address); auto (default): "
+                            "processes when this machine has more than one core")
+    sweep.add_argument("--workers", type=int, default=None,
+                       help="runs at once (default: cores / threads; with ray: as many as the cluster's CPUs allow)")
+    sweep.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1; local: unchanged)")
+    sweep.add_argument("--ray-address", default=None, help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:10001")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(func=cmd_sweep)
+
     from mltfrkit.vocab.cli import add_vocab_parser
 
     add_vocab_parser(sub)
@@ -264,9 +327,11 @@ OTHER_ERRORS = (OSError, EOFError, RuntimeError, zipfile.BadZipFile, MemoryError
 def main(argv: list[str] | None = None) -> int:
     """Every expected failure prints one line ``mltfrkit: error: ...`` and exits 2 (the traceback too
     with ``--debug`` or ``MLTFR_DEBUG=1``); Ctrl-C prints how to resume and exits 130."""
+    from mltfrkit.executors import StoreNotVisible
     from mltfrkit.vocab.cli import EXPECTED_ERRORS as VOCAB_ERRORS
 
     args = build_parser().parse_args(argv)
+    ours = LIBRARY_ERRORS + VOCAB_ERRORS + (StoreNotVisible, ImportError)  # ImportError: a missing extra
     debug = args.debug or os.environ.get("MLTFR_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
@@ -276,11 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         print("mltfrkit: interrupted; re-run the same command to resume (every finished epoch is checkpointed)",
               file=sys.stderr)
         return 130
-    except LIBRARY_ERRORS + VOCAB_ERRORS + OTHER_ERRORS as error:
+    except ours + OTHER_ERRORS as error:
         if debug:
             traceback.print_exc()
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        if not isinstance(error, LIBRARY_ERRORS + VOCAB_ERRORS):  # not ours: name its kind, offer the traceback
+        if not isinstance(error, ours):  # not ours: name its kind, offer the traceback
             first = str(message).strip().splitlines()[0] if str(message).strip() else ""
             message = f"{type(error).__name__}: {first} (run with --debug or MLTFR_DEBUG=1 for the traceback)"
         print(f"mltfrkit: error: {message}", file=sys.stderr)

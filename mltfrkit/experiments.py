@@ -135,6 +135,10 @@ PROFILES = {
 }
 
 
+# Experiments whose runs `Experiment.grid` / `mltfrkit sweep` know ("ablation" = the ablation notebook's
+# two grids, Table 3 and noise x K; "all" = every notebook's runs).
+GRIDS = ("table2", "ablation", "table3", "noise_ablation", "expert_sweep", "te_vs_re", "reproduction_gap", "all")
+
 # Table 3's comparison runs the other way round from Table 2's: the ablated model against the full
 # one, so a negative value means the consensus expert helps.
 ABLATION_IMP = "w/o SC vs Full (%)"
@@ -189,6 +193,13 @@ class Experiment:
     # their split, their code's behaviours, test-set selection). Tables of "authors" show the test-selected
     # figures in the metric columns and say so in a `selection` column; they never mix with "ours".
     configuration: str = "ours"
+    # Who trains missing runs (mltfrkit.executors): "local" (this process, one after another),
+    # "processes" (`workers` processes of `threads` threads), "ray" (a local Ray, or the cluster at
+    # `ray_address`), "auto" (processes when this machine has more than one core).
+    executor: str = "local"
+    workers: int | None = None
+    threads: int | None = None
+    ray_address: str | None = None
     store: ResultStore = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -203,7 +214,10 @@ class Experiment:
         self.llms = self.llms or settings.llms
         self.seeds = list(self.seeds if self.seeds is not None else settings.seeds)
         self.epochs = int(self.epochs if self.epochs is not None else settings.epochs)
-        self.store = ResultStore(self.runs_dir, self.data_dir, progress=self.progress)
+        from mltfrkit.executors import make_executor
+
+        self.store = ResultStore(self.runs_dir, self.data_dir, progress=self.progress,
+                                 executor=make_executor(self.executor, self.workers, self.threads, self.ray_address))
         self.source = self.dataset  # a registered name or a path: what run specs refer to
         self.split = self.store.split(self.source)  # fails here, with the library's message, if missing
         self.dataset = self.split.name  # display name (file stem for a path)
@@ -264,6 +278,26 @@ class Experiment:
             records["selection"] = "validation"
         return records
 
+    def grid(self, name: str, **options) -> list[RunSpec]:
+        """The runs of one experiment (``options``: that experiment's arguments, e.g. ``experts``),
+        without training anything: what ``mltfrkit sweep NAME`` trains, and what the notebook of that
+        name then reads from the store. Names: :data:`GRIDS`."""
+        builders = {"table2": self._table2_specs, "te_vs_re": self._te_vs_re_specs, "table3": self._ablation_specs,
+                    "noise_ablation": self._noise_specs, "expert_sweep": self._expert_specs,
+                    "reproduction_gap": self._reproduction_gap_specs}
+        if name in builders:
+            return builders[name](**options)
+        if name == "ablation":  # the ablation notebook: Table 3 and the noise x K grid
+            return self._ablation_specs() + self._noise_specs(**options)
+        if name == "all":
+            return [spec for part in ("table2", "ablation", "expert_sweep", "te_vs_re") for spec in self.grid(part)]
+        raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(GRIDS)}")
+
+    def sweep(self, name: str, **options) -> list[dict]:
+        """Train every missing run of an experiment (its tables are not built); returns the results."""
+        specs = self.grid(name, **options)
+        return self.store.ensure_many(specs, desc=f"{name} runs")
+
     def token_sources(self) -> list[str]:
         from mltfrkit.vocab import resolve_preset
 
@@ -295,24 +329,28 @@ class Experiment:
         return runs
 
     # -- Fig. 1 --------------------------------------------------------------------------
-    def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec") -> pd.DataFrame:
-        """Rows: (source, method) with method in W/O (the same for every source), LLM-TE, LLM-RE."""
+    def _te_vs_re_specs(self, sources: list[str] | None = None, backbone: str = "sasrec") -> list[RunSpec]:
         sources = sources or self.token_sources()[:self.settings.te_sources]
         base = [self.spec(backbone, seed=s) for s in self.seeds]
-        injected = [self.spec(backbone, plugin, seed=s, llm=source)
-                    for source in sources for plugin in ("te", "re") for s in self.seeds]
-        records = self.run(base + injected, desc="Fig. 1 runs")
+        return base + [self.spec(backbone, plugin, seed=s, llm=source)
+                       for source in sources for plugin in ("te", "re") for s in self.seeds]
+
+    def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec") -> pd.DataFrame:
+        """Rows: (source, method) with method in W/O (the same for every source), LLM-TE, LLM-RE."""
+        records = self.run(self._te_vs_re_specs(sources, backbone), desc="Fig. 1 runs")
         records["method"] = records["plugin"].map({"none": "W/O", "te": "LLM-TE", "re": "LLM-RE"})
         records["source"] = records["llms"].fillna("(none)")
         return summarise(records, ["backbone", "source", "method"])
 
     # -- Table 2 -------------------------------------------------------------------------
+    def _table2_specs(self) -> list[RunSpec]:
+        return [self.spec(b, plugin, seed=s) for b in self.backbones for plugin in ("none", "mltfr")
+                for s in self.seeds]
+
     def table2(self) -> pd.DataFrame:
         """One row per backbone: W/O and MLTFR mean/std over seeds, Imp. (%), paired p-values, and the
         paper's figures beside ours when the dataset is one of the paper's."""
-        specs = [self.spec(b, plugin, seed=s) for b in self.backbones for plugin in ("none", "mltfr")
-                 for s in self.seeds]
-        records = self.run(specs, desc="Table 2 runs")
+        records = self.run(self._table2_specs(), desc="Table 2 runs")
         table = self._compare(records, "plugin", {"none": "W/O", "mltfr": "MLTFR"}, PAPER_TABLE2)
         table["selection"] = records["selection"].iloc[0] if len(records) else None
         return table
@@ -346,11 +384,23 @@ class Experiment:
         return pd.DataFrame(rows)
 
     # -- Table 3 and the selection-noise ablation ------------------------------------------
+    def _ablation_specs(self) -> list[RunSpec]:
+        return [self.spec(b, "mltfr", seed=s, **({} if full else {"consensus": False}))
+                for b in self.backbones for full in (True, False) for s in self.seeds]
+
+    def _noise_specs(self, noise_modes: list[str] | None = None, top_ks: list[int] | None = None,
+                     backbone: str | None = None) -> list[RunSpec]:
+        from mltfrkit.mltfr import NOISE_MODES
+
+        noise_modes = list(noise_modes or NOISE_MODES)
+        top_ks = list(top_ks or self.settings.noise_top_ks)
+        backbone = backbone or self.backbones[0]
+        return [self.spec(backbone, "mltfr", seed=s, noise=mode, top_k=k)
+                for mode in noise_modes for k in top_ks for s in self.seeds]
+
     def ablation(self) -> pd.DataFrame:
         """Full MLTFR vs the same without the consensus expert (``consensus=False``), per backbone."""
-        specs = [self.spec(b, "mltfr", seed=s, **({} if full else {"consensus": False}))
-                 for b in self.backbones for full in (True, False) for s in self.seeds]
-        records = self.run(specs, desc="Table 3 runs")
+        records = self.run(self._ablation_specs(), desc="Table 3 runs")
         records["variant"] = np.where(records["consensus"].astype(bool), "Full", "w/o SC")
         return self._compare(records, "variant", {"Full": "Full", "w/o SC": "w/o SC"}, PAPER_TABLE3,
                              imp_label=ABLATION_IMP)
@@ -358,24 +408,20 @@ class Experiment:
     def noise_ablation(self, noise_modes: list[str] | None = None, top_ks: list[int] | None = None,
                        backbone: str | None = None) -> pd.DataFrame:
         """MLTFR over the filter's noise mode (paper / tempered / none) and K, one backbone."""
-        from mltfrkit.mltfr import NOISE_MODES
-
-        noise_modes = list(noise_modes or NOISE_MODES)
-        top_ks = list(top_ks or self.settings.noise_top_ks)
-        backbone = backbone or self.backbones[0]
-        specs = [self.spec(backbone, "mltfr", seed=s, noise=mode, top_k=k)
-                 for mode in noise_modes for k in top_ks for s in self.seeds]
-        records = self.run(specs, desc="noise x K runs")
+        records = self.run(self._noise_specs(noise_modes, top_ks, backbone), desc="noise x K runs")
         return summarise(records, ["backbone", "noise", "top_k"])
 
     # -- Fig. 3 --------------------------------------------------------------------------
+    def _expert_specs(self, experts: list[int] | None = None) -> list[RunSpec]:
+        sources = self.token_sources()
+        experts = list(experts or range(1, min(self.settings.max_experts, len(sources)) + 1))
+        return [self.spec(b, "mltfr", seed=s, n_experts=m) for b in self.backbones for m in experts
+                for s in self.seeds]
+
     def expert_sweep(self, experts: list[int] | None = None) -> pd.DataFrame:
         """m experts = the first m sources of the preset, in its order; rows (backbone, m)."""
         sources = self.token_sources()
-        experts = list(experts or range(1, min(self.settings.max_experts, len(sources)) + 1))
-        specs = [self.spec(b, "mltfr", seed=s, n_experts=m) for b in self.backbones for m in experts
-                 for s in self.seeds]
-        records = self.run(specs, desc="Fig. 3 runs")
+        records = self.run(self._expert_specs(experts), desc="Fig. 3 runs")
         table = summarise(records, ["backbone", "n_experts"])
         table["n_experts"] = table["n_experts"].astype(int)
         table["added source"] = [sources[m - 1] for m in table["n_experts"]]
@@ -453,13 +499,8 @@ class Experiment:
         finally:
             self.configuration = configuration
 
-    def reproduction_gap(self, sources: str | list[str] | None = None, backbones: list[str] | None = None,
-                         controls: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """(table, per-seed frame) of the ladder: per backbone and rung, W/O and MLTFR mean and std over
-        seeds, Imp. (the paper's geometric-mean definition) and its std over seeds, paired p-values, the
-        change in Imp. from the previous rung with its standard error over seeds and whether it exceeds
-        seed noise (|change| > 2 standard errors), plus the W/O 2-round baseline and, on the last rung,
-        MLTFR-RE. Rungs read "oracle" report the test-selected figures (labelled in ``selection``)."""
+    def _ladders(self, sources=None, backbones=None, controls: bool = True):
+        """The ladders per (backbone, seed), every spec they read and where each is read."""
         backbones = [b.lower() for b in (backbones or self.backbones)]
         ladders = {(b, s): self.ladder(b, s, sources) for b in backbones for s in self.seeds}
         kinds = ["wo", "mltfr"] + (["wo2", "mltfr_re"] if controls else [])
@@ -470,10 +511,25 @@ class Experiment:
                     if kind in rung:
                         specs.append(rung[kind])
                         where.append((b, s, index, kind))
+        return ladders, specs, where
+
+    def _reproduction_gap_specs(self, sources=None, backbones=None, controls: bool = True) -> list[RunSpec]:
+        """Each run of the ladder once: rungs share runs (W/O across rungs, rung 1's runs read twice)."""
         unique = {}
-        for spec in specs:  # rungs share runs (W/O across rungs, rung 1's runs read twice): train each once
+        for spec in self._ladders(sources, backbones, controls)[1]:
             unique.setdefault(spec.key(self.split.source_sha256), spec)
-        self.store.ensure_many(list(unique.values()), desc="reproduction-gap runs")
+        return list(unique.values())
+
+    def reproduction_gap(self, sources: str | list[str] | None = None, backbones: list[str] | None = None,
+                         controls: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(table, per-seed frame) of the ladder: per backbone and rung, W/O and MLTFR mean and std over
+        seeds, Imp. (the paper's geometric-mean definition) and its std over seeds, paired p-values, the
+        change in Imp. from the previous rung with its standard error over seeds and whether it exceeds
+        seed noise (|change| > 2 standard errors), plus the W/O 2-round baseline and, on the last rung,
+        MLTFR-RE. Rungs read "oracle" report the test-selected figures (labelled in ``selection``)."""
+        ladders, specs, where = self._ladders(sources, backbones, controls)
+        self.store.ensure_many(self._reproduction_gap_specs(sources, backbones, controls),
+                               desc="reproduction-gap runs")
         rows = []
         for (b, s, index, kind), spec in zip(where, specs):
             rung = ladders[(b, s)][index]
@@ -568,5 +624,5 @@ def stored_records(store: ResultStore | None = None) -> pd.DataFrame:
     return (store or ResultStore()).records()
 
 
-__all__ = ["ABLATION_IMP", "Experiment", "PAPER_SOURCE", "PAPER_TABLE2", "PAPER_TABLE3", "PROFILES", "Profile", "flatten",
+__all__ = ["ABLATION_IMP", "Experiment", "GRIDS", "PAPER_SOURCE", "PAPER_TABLE2", "PAPER_TABLE3", "PROFILES", "Profile", "flatten",
            "improvement", "paired_p", "stored_records", "summarise"]

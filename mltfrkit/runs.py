@@ -172,7 +172,30 @@ def run_dir_for(spec: RunSpec, split, root: str | os.PathLike | None = None) -> 
 
 def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                  root: str | os.PathLike | None = None, progress: bool = True, log=print, split=None) -> dict:
-    """Train (or resume) a run; ``split`` is an already loaded dataset (saves re-reading it)."""
+    """Train (or resume) a run; ``split`` is an already loaded dataset (saves re-reading it).
+
+    The run's lock (:mod:`mltfrkit.locks`) is held while it trains, so the same run is never trained
+    by two processes at once: a second caller waits, then returns the result the first one wrote."""
+    from mltfrkit.locks import run_lock
+
+    split = split if split is not None else load_dataset(spec.dataset, data_dir)
+    run_dir = run_dir_for(spec, split, root)
+    with run_lock(run_dir, log=log):
+        stored = run_dir / "result.json"
+        if stored.exists():  # finished while we waited for the lock (or before): read, never retrain
+            result = json.loads(stored.read_text())
+            result["run_dir"] = str(run_dir)
+            if log:
+                log(f"{run_dir.name}: already trained, result read from {stored}")
+            if out:
+                write_result(out, result)
+            return result
+        return _train_unlocked(spec, data_dir, out, root, progress, log, split)
+
+
+def _train_unlocked(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
+                    root: str | os.PathLike | None = None, progress: bool = True, log=print, split=None) -> dict:
+    """The training itself; only :func:`run_training` calls it, with the run's lock held."""
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     config = spec.to_dict(split.source_sha256)
     run_dir = run_dir_for(spec, split, root)

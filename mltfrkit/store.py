@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -25,6 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mltfrkit.data import load_dataset
+from mltfrkit.executors import LOG_FILE, GridFailed, RunFailure, RunJob, make_executor, store_id
 from mltfrkit.runs import RunSpec, run_dir_for, run_training, store_root
 from mltfrkit.train import write_result
 
@@ -79,12 +81,16 @@ class ResultStore:
     """Results on disk, keyed by configuration + data + code version; trains what is missing."""
 
     def __init__(self, root: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None,
-                 progress: bool = True, log: Callable[[str], None] | None = print, derive_ablation: bool = True):
+                 progress: bool = True, log: Callable[[str], None] | None = print, derive_ablation: bool = True,
+                 executor="local"):
         self.root = store_root(root)
         self.data_dir = data_dir
         self.progress = progress
         self.log = log
         self.derive_ablation = derive_ablation
+        # Who trains the missing runs of ensure_many: a name (local, processes, ray, auto) or an executor
+        # from mltfrkit.executors.make_executor (with its workers / threads / Ray address).
+        self.executor = make_executor(executor)
         self._splits: dict[str, object] = {}
 
     def __repr__(self) -> str:
@@ -101,13 +107,28 @@ class ResultStore:
         return run_dir_for(spec, self.split(spec.dataset), self.root)
 
     def get(self, spec: RunSpec) -> dict | None:
-        """The stored result, or None if the run has not finished (or never started)."""
-        path = self.run_dir(spec) / RESULT
-        result = read_result(path)
-        if result is None:
+        """The stored result, or None if the run has not finished (or never started).
+
+        A run trained with ``test_every_epoch`` answers for the same spec without it: the per-epoch test
+        evaluations read the test split without changing training (``tests/test_authors.py`` checks that
+        ``test`` is identical), so its result is a superset; nothing is trained twice for it. Its extra
+        ``test_oracle`` is ignored by every default table."""
+        for candidate in (spec, self._tracked(spec)):
+            if candidate is None:
+                continue
+            path = self.run_dir(candidate) / RESULT
+            result = read_result(path)
+            if result is not None:
+                result["run_dir"] = str(path.parent)
+                return result
+        return None
+
+    @staticmethod
+    def _tracked(spec: RunSpec) -> RunSpec | None:
+        """The same run with the test split evaluated after every epoch (None if it already is)."""
+        if spec.train.test_every_epoch:
             return None
-        result["run_dir"] = str(path.parent)
-        return result
+        return replace(spec, train=replace(spec.train, test_every_epoch=True))
 
     def has(self, spec: RunSpec) -> bool:
         return self.get(spec) is not None
@@ -121,10 +142,26 @@ class ResultStore:
         result = self._without_consensus_from_full_run(spec)
         if result is not None:
             return result
+        return self.train_here(spec)
+
+    def train_here(self, spec: RunSpec) -> dict:
+        """Train (or resume) a run in this process, its lock held; its log goes to the store's log and
+        to ``<run dir>/train.log`` (where the other executors' workers write theirs too)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        result = run_training(spec, data_dir=self.data_dir, root=self.root, progress=self.progress,
-                              log=self.log, split=self.split(spec.dataset))
-        return result
+        run_dir = self.run_dir(spec)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with open(run_dir / LOG_FILE, "a", buffering=1) as handle:
+            def log(message: str) -> None:
+                handle.write(message + "\n")
+                if self.log:
+                    self.log(message)
+
+            try:
+                return run_training(spec, data_dir=self.data_dir, root=self.root, progress=self.progress,
+                                    log=log, split=self.split(spec.dataset))
+            except Exception:
+                traceback.print_exc(file=handle)
+                raise
 
     def _without_consensus_from_full_run(self, spec: RunSpec) -> dict | None:
         """The w/o SC ablation is, seed for seed, round 1 of the full run: the same initialisation,
@@ -148,16 +185,78 @@ class ResultStore:
         result["run_dir"] = str(run_dir)
         return result
 
-    def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs") -> list[dict]:
-        """Results for several specs in order, one at a time (stored ones cost nothing)."""
+    def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs", executor=None) -> list[dict]:
+        """Results for several specs, in order. Stored runs are read (never sent anywhere); the missing
+        ones go to the executor (``executor``, else the store's), with one progress bar over runs.
+
+        Identical specs are trained once. A w/o SC spec whose full run is stored, or is trained in the
+        same grid, is recorded from that full run's round 1 instead of being trained. When runs fail,
+        the others still finish and :class:`~mltfrkit.executors.GridFailed` names each failed run and
+        its log (running the grid again retries only those)."""
         specs = list(specs)
-        missing = sum(not self.has(s) for s in specs)
+        executor = self.executor if executor is None else make_executor(executor)
+        results: list[dict | None] = [None] * len(specs)
+        waiting: list[int] = []
+        for index, spec in enumerate(specs):
+            results[index] = self.get(spec) or self._without_consensus_from_full_run(spec)
+            if results[index] is None:
+                waiting.append(index)
+        run_dirs = {index: self.run_dir(specs[index]) for index in waiting}
+        to_train: dict[Path, list[int]] = {}  # run dir -> the grid positions asking for it
+        for index in waiting:
+            to_train.setdefault(run_dirs[index], []).append(index)
+        derived_later: dict[Path, list[int]] = {}  # full run's dir -> w/o SC specs recorded from it
+        for index in waiting:
+            full = self._full_run_of(specs[index])
+            if full is not None and self.run_dir(full) in to_train:
+                derived_later.setdefault(self.run_dir(full), []).append(index)
+                to_train.pop(run_dirs[index], None)
         if self.log and specs:
-            self.log(f"{desc}: {len(specs)} runs, {len(specs) - missing} stored, {missing} to train in {self.root}")
-        results = []
-        for spec in tqdm(specs, desc=desc, disable=not self.progress or missing == 0):
-            results.append(self.ensure(spec))
+            later = sum(len(v) for v in derived_later.values())
+            self.log(f"{desc}: {len(specs)} runs, {len(specs) - len(waiting)} stored, {len(to_train)} to train"
+                     f"{f' ({later} w/o SC recorded from their full runs)' if later else ''} with {executor!r} in "
+                     f"{self.root}")
+        failures: list[RunFailure] = []
+        while to_train:
+            self.root.mkdir(parents=True, exist_ok=True)
+            token = store_id(self.root) if executor.remote else None
+            order = list(to_train)
+            jobs = [RunJob(specs[to_train[d][0]], str(self.root), _as_str(self.data_dir), str(d), token)
+                    for d in order]
+            bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not self.progress)
+            undecided: dict[Path, list[int]] = {}  # w/o SC whose full run had no round 1 to record
+            try:
+                for position, outcome in executor.run(jobs, self):
+                    run_dir = order[position]
+                    if isinstance(outcome, RunFailure):
+                        failures.append(outcome)
+                        failures += [RunFailure(specs[i], str(run_dirs[i]), "its full run failed")
+                                     for i in derived_later.get(run_dir, [])]
+                        bar.set_postfix(failed=len(failures), refresh=False)
+                    else:
+                        outcome = {**outcome, "run_dir": str(run_dir)}
+                        for index in to_train[run_dir]:
+                            results[index] = outcome
+                        for index in derived_later.get(run_dir, []):
+                            results[index] = self._without_consensus_from_full_run(specs[index])
+                            if results[index] is None:
+                                undecided.setdefault(run_dirs[index], []).append(index)
+                    bar.update(1)
+            finally:
+                bar.close()
+            to_train, derived_later = undecided, {}
+        if failures:
+            error = GridFailed(desc, failures, results)
+            if self.log:
+                self.log(str(error))
+            raise error
         return results
+
+    def _full_run_of(self, spec: RunSpec) -> RunSpec | None:
+        """The full MLTFR run a w/o SC spec can be recorded from, or None if it is not such a spec."""
+        if not self.derive_ablation or spec.plugin != "mltfr" or spec.mltfr_config().consensus:
+            return None
+        return replace(spec, plugin_options={**spec.plugin_options, "consensus": True})
 
     # -- tables ------------------------------------------------------------------------
     def result_files(self) -> list[Path]:
@@ -174,6 +273,10 @@ class ResultStore:
                     results.append(result)
         rows = [flatten(result) for result in results]
         return pd.DataFrame(rows)
+
+
+def _as_str(path) -> str | None:
+    return None if path is None else str(path)
 
 
 def flatten(result: dict) -> dict:

@@ -8,7 +8,10 @@
 Executed notebooks go to ``papermill_runs/<notebook>-<dataset>.ipynb``, figures (PNG + PDF) and
 tables (CSV) to ``figures/`` (names gain ``-paper`` under ``--profile paper``). Runs come from the result store (``$MLTFR_RUNS_DIR``, else
 ``<cache>/runs``): a second invocation trains nothing, and an interrupted one resumes. The
-notebooks run one after the other (each one's training already uses every core).
+notebooks run one after the other; each one's missing runs are trained in parallel by the
+executor (default on a machine with more than one core: ``processes``, one run per core with one
+torch thread each; ``--executor ray [--ray-address ...]`` for Ray, ``--executor local`` for one run
+after another in the notebook's kernel).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="any notebook parameter, e.g. -p epochs 5 -p seeds '[0,1,2]'")
     parser.add_argument("--keep-going", action="store_true", help="run the remaining notebooks after a failure")
+    parser.add_argument("--executor", default="auto", choices=["auto", "local", "processes", "ray"],
+                        help="who trains missing runs (default auto: processes when this machine has more than one core)")
+    parser.add_argument("--workers", type=int, default=None, help="runs at once (default: cores / threads)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1)")
+    parser.add_argument("--ray-address", default=None, help="with --executor ray: auto, HOST:PORT or ray://HOST:10001")
     args = parser.parse_args(argv)
 
     import papermill
@@ -64,9 +72,14 @@ def main(argv: list[str] | None = None) -> int:
 
     started, failures, timings = time.perf_counter(), [], []
     jobs = [(dataset, name) for dataset in args.datasets for name in names]
+    from mltfrkit.executors import make_executor
+
+    print(f"executor: {make_executor(args.executor, args.workers, args.threads, args.ray_address)!r}", flush=True)
     for number, (dataset, name) in enumerate(jobs, 1):
         parameters = {"dataset": dataset, "data_dir": args.data_dir, "profile": args.profile,
-                      "figures_dir": str(Path(args.figures).resolve()), "runs_dir": args.runs_dir, **extra}
+                      "figures_dir": str(Path(args.figures).resolve()), "runs_dir": args.runs_dir,
+                      "executor": args.executor, "workers": args.workers, "threads": args.threads,
+                      "ray_address": args.ray_address, **extra}
         tag = dataset if args.profile == "quick" else f"{dataset}-{args.profile}"  # as Experiment.output_tag
         target = output / f"{name}-{tag}.ipynb"
         print(f"[{number}/{len(jobs)}] {name} on {dataset} -> {target}", flush=True)

@@ -22,7 +22,8 @@ from test_store import link_cached_inputs
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector", "reproduction_gap"]
-REQUIRED_PARAMETERS = ("dataset", "data_dir", "backbones", "llms", "seeds", "epochs", "profile", "device")
+REQUIRED_PARAMETERS = ("dataset", "data_dir", "backbones", "llms", "seeds", "epochs", "profile", "device",
+                       "executor", "workers", "ray_address")
 QUICK_SOURCES = ["SmolLM2-135M", "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]  # offline[:3]
 SMALL = {"max_vocab": 2000, "fisher_samples": 16}  # smaller than the quick profile: test time only
 
@@ -37,7 +38,7 @@ def shared(tmp_path_factory):
 
 
 def execute(name: str, shared: dict, dataset: str = "ml-100k", **parameters) -> Path:
-    output = shared["executed"] / f"{name}-{dataset}.ipynb"
+    output = shared["executed"] / f"{name}-{Path(dataset).stem}.ipynb"  # a file path: its stem, as the tables
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(output), kernel_name="python3",
                                progress_bar=False, cwd=str(REPO),
@@ -116,16 +117,29 @@ def test_token_inspector_notebook(shared):
     figure_ok(shared, "token_inspector_gates-ml-100k")
 
 
-def test_reproduction_gap_notebook(shared):
+def write_sequence_file(path: Path, n_users: int = 120, n_items: int = 60) -> Path:
+    """A sequence file (user item item ...) with a learnable cyclic pattern: the ladder's 12 rungs x 4 kinds
+    of run need a dataset that trains in seconds (MLTFR does not need item titles)."""
+    rng = np.random.default_rng(0)
+    lines = []
+    for user in range(n_users):
+        start, length = int(rng.integers(1, n_items)), int(rng.integers(5, 12))
+        lines.append(" ".join([f"u{user}"] + [f"i{(start + step) % n_items + 1}" for step in range(length)]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_reproduction_gap_notebook(shared, tmp_path):
     """The ladder on tiny settings: its table's structure, and its first and last rungs are the
     corresponding Table 2 runs (the authors' configuration, test-selected; and ours)."""
     from mltfrkit.experiments import Experiment
     from mltfrkit.vocab import resolve_preset
 
-    link_cached_inputs(resolve_preset("offline"), ["ml-100k"])  # the authors' SASRec has 6 experts
+    link_cached_inputs(resolve_preset("offline"))  # the authors' SASRec has 6 experts
+    data = write_sequence_file(tmp_path / "ladder.txt")
     options = {"max_vocab": 500, "fisher_samples": 16}
-    execute("reproduction_gap", shared, mltfr_options=options, llms="offline")
-    frame = table(shared, "reproduction_gap-ml-100k")
+    execute("reproduction_gap", shared, dataset=str(data), mltfr_options=options, llms="offline")
+    frame = table(shared, "reproduction_gap-ladder")
     names = list(frame["name"])
     assert names[0] == "the paper as run" and names[-1] == "our vocabulary cap" and len(names) == 12
     assert list(frame["rung"]) == list(range(12))
@@ -134,13 +148,13 @@ def test_reproduction_gap_notebook(shared):
     for column in ("W/O HR@20", "MLTFR NDCG@20", "Imp. (%)", "W/O 2-round HR@20", "change in Imp. (pp)"):
         assert column in frame
     assert frame["MLTFR-RE HR@20"].notna().tolist() == [False] * 11 + [True]  # the control on the last rung
-    per_seed = table(shared, "reproduction_gap_per_seed-ml-100k")
+    per_seed = table(shared, "reproduction_gap_per_seed-ladder")
     assert set(per_seed["kind"]) == {"wo", "mltfr", "wo2", "mltfr_re"}
-    figure_ok(shared, "reproduction_gap-ml-100k")
+    figure_ok(shared, "reproduction_gap-ladder")
     common = dict(profile="quick", epochs=1, seeds=[0], backbones=["sasrec"], mltfr_options=options, llms="offline",
                   runs_dir=str(shared["runs"]), progress=False)
     for configuration, rung in (("authors", 0), ("ours", 11)):
-        table2 = Experiment("ml-100k", configuration=configuration, **common).table2()  # read from the store
+        table2 = Experiment(str(data), configuration=configuration, **common).table2()  # read from the store
         for label in ("W/O", "MLTFR"):
             for metric in ("HR@20", "NDCG@20"):
                 assert table2.loc[0, f"{label} {metric}"] == pytest.approx(frame.loc[rung, f"{label} {metric}"])

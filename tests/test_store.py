@@ -192,6 +192,31 @@ def test_without_consensus_is_round_one_of_the_full_run(tiny_file, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_a_run_with_per_epoch_test_answers_for_the_plain_spec(tiny_file, tmp_path, monkeypatch):
+    """`test_every_epoch` only reads the test split, so its run stands in for the plain spec (nothing is
+    trained twice); training the plain spec for real gives exactly the same `test`, with MLTFR too."""
+    link_cached_inputs(SOURCES)
+    options = {"llms": SOURCES, "n_experts": 2, "max_vocab": 300, "fisher_samples": 8}
+    plain = RunSpec(str(tiny_file), train=TrainConfig(epochs=2, device="cpu"), plugin="mltfr",
+                    model={"hidden_size": 16, "n_layers": 1, "n_heads": 1}, plugin_options=options)
+    tracked = RunSpec(str(tiny_file), train=TrainConfig(epochs=2, device="cpu", test_every_epoch=True),
+                      plugin="mltfr", model=plain.model, plugin_options=options)
+    calls = []
+    real = store_module.run_training
+    monkeypatch.setattr(store_module, "run_training", lambda *a, **k: calls.append(1) or real(*a, **k))
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    stored = store.ensure(tracked)
+    answered = store.ensure(plain)
+    assert len(calls) == 1 and answered["run_dir"] == stored["run_dir"] and "test_oracle" in answered
+    assert store.get(tracked)["run_dir"] == stored["run_dir"]
+    assert ResultStore(tmp_path / "other", progress=False, log=None).get(tracked) is None
+    trained = ResultStore(tmp_path / "plain", progress=False, log=None).ensure(plain)
+    assert trained["test"] == stored["test"] and trained["best_valid"] == stored["best_valid"]
+    assert "test_oracle" not in trained
+    # the other way round does not hold: a plain run has no per-epoch test curve to offer
+    assert ResultStore(tmp_path / "plain", progress=False, log=None).get(tracked) is None
+
+
 @pytest.mark.parametrize("content", ['{"config": {"dataset"', "{}", "[]", "", '{"config": {}, "test": {}}'])
 def test_invalid_result_file_is_skipped_and_resumed(tiny_file, tmp_path, content, monkeypatch):
     """One truncated or empty result.json broke every table (JSONDecodeError / KeyError: 'config');

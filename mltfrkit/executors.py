@@ -1,0 +1,464 @@
+"""Executors: who trains the missing runs of a grid. :meth:`mltfrkit.store.ResultStore.ensure_many`
+hands them one; stored runs are never sent anywhere.
+
+=============  ===================================================================================
+``local``      in this process, one run after another (the behaviour before executors existed)
+``processes``  ``workers`` processes on this machine (``spawn``), each with ``threads`` torch threads
+``ray``        a Ray task per run: a local Ray (``ray.init()``) or a cluster by address
+               (``auto``, ``ray://head:10001``, ``head:6379``); each task asks for ``threads`` CPUs
+               and one GPU when its run's device is CUDA
+``auto``       ``processes`` when this machine has more than one core, else ``local``
+=============  ===================================================================================
+
+Why processes and not threads: our models are small, so a second torch thread gains little, while a
+second run on the other core doubles throughput. A worker receives a :class:`RunJob` (a picklable
+:class:`~mltfrkit.runs.RunSpec` plus the store's root and the data directory), loads the split
+itself, trains with the run's lock held (:func:`mltfrkit.runs.run_training`) and writes its log to
+``<run dir>/train.log``.
+
+Failures: a worker that dies (killed, out of memory) is replaced and its run is retried, resuming
+from the run's last checkpoint (the trainer resumes exactly: same result as an uninterrupted run);
+a run that raises fails alone, the rest of the grid finishes, and the store then raises
+:class:`GridFailed` naming each failed run and its log. A worker that cannot see the store's root
+(a cluster without a shared filesystem) stops the grid at once with :class:`StoreNotVisible`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import traceback
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:  # runtime imports stay lazy: a worker sets its thread count before torch loads
+    from mltfrkit.runs import RunSpec
+    from mltfrkit.store import ResultStore
+
+EXECUTORS = ("auto", "local", "processes", "ray")
+LOG_FILE = "train.log"
+STORE_ID_FILE = ".store-id"
+DEFAULT_RETRIES = 2  # times a run whose worker died is started again
+
+
+class StoreNotVisible(RuntimeError):
+    """A worker cannot see the result store (or sees another directory under the same path)."""
+
+
+class RunError(RuntimeError):
+    """A run failed in its worker; carries the worker's traceback text (always picklable)."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message, details)
+        self.message, self.details = message, details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class RunJob:
+    """What a worker receives: a run and where it lives, nothing that is expensive to send."""
+
+    spec: "RunSpec"
+    root: str
+    data_dir: str | None
+    run_dir: str  # where the driver expects the run: the worker checks it computes the same
+    store_id: str | None = None  # the driver's token in <root>/.store-id: proves the worker sees this store
+    threads: int | None = None
+
+
+@dataclass
+class RunFailure:
+    """A run that did not finish: the one-line reason and where its log is."""
+
+    spec: "RunSpec"
+    run_dir: str
+    error: str
+
+    @property
+    def log_path(self) -> str:
+        return str(Path(self.run_dir) / LOG_FILE)
+
+    def describe(self) -> str:
+        return f"{describe_spec(self.spec)}: {self.error}\n    log: {self.log_path}"
+
+
+class GridFailed(RuntimeError):
+    """Some runs of a grid failed (the others finished and are stored). ``results`` holds every
+    finished result in the grid's order, None where a run failed; ``failures`` the failed runs."""
+
+    def __init__(self, desc: str, failures: list[RunFailure], results: list):
+        self.failures, self.results = failures, results
+        lines = [f"{desc}: {len(failures)} of {len(results)} run(s) failed (the other runs are stored; "
+                 f"run the grid again to retry only the failed ones):"]
+        lines += [f"  {failure.describe()}" for failure in failures]
+        super().__init__("\n".join(lines))
+
+
+def describe_spec(spec: "RunSpec") -> str:
+    plugin = "" if spec.plugin == "none" else f"+{spec.plugin}"
+    options = {k: v for k, v in spec.plugin_options.items() if k in ("n_experts", "consensus", "noise", "top_k", "llm")}
+    extra = " " + " ".join(f"{k}={v}" for k, v in sorted(options.items())) if options else ""
+    return f"{spec.dataset} {spec.backbone}{plugin} seed {spec.train.seed}{extra}"
+
+
+# -- the store's identity, for the shared-filesystem check -----------------------------------------
+def store_id(root: str | os.PathLike) -> str:
+    """The store's token (written once at its root): a worker that reads the same token sees the same
+    directory, not merely an empty one with the same path on its own disk."""
+    from mltfrkit.paths import atomic_write_bytes
+
+    path = Path(root) / STORE_ID_FILE
+    if not path.exists():
+        atomic_write_bytes(path, uuid.uuid4().hex.encode())
+    return path.read_text().strip()
+
+
+def check_store_visible(root: str | os.PathLike, expected: str | None) -> None:
+    if expected is None:
+        return
+    path = Path(root) / STORE_ID_FILE
+    try:
+        seen = path.read_text().strip()
+    except OSError:
+        seen = None
+    if seen != expected:
+        what = "cannot see" if seen is None else "sees another directory at"
+        raise StoreNotVisible(
+            f"worker on {socket.gethostname()} {what} the result store {root}: on a cluster the store must be on a "
+            f"filesystem every worker mounts at the same path (NFS, Lustre, GPFS, a shared home); put it there "
+            f"with --runs-dir / runs_dir / $MLTFR_RUNS_DIR (see the README's section on executors)")
+
+
+# -- what a worker runs ---------------------------------------------------------------------------
+def train_job(job: RunJob) -> dict:
+    """Train one run in a worker: check the store, load the split, train with the lock held, log to
+    ``<run dir>/train.log``. Errors come back as :class:`RunError` with the traceback in the log."""
+    check_store_visible(job.root, job.store_id)
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    from mltfrkit.data import load_dataset
+    from mltfrkit.runs import run_dir_for, run_training
+
+    run_dir = Path(job.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOG_FILE, "a", buffering=1) as handle, redirect_stdout(handle), redirect_stderr(handle):
+        def log(message: str) -> None:
+            print(message, file=handle, flush=True)
+
+        log(f"--- {describe_spec(job.spec)} on {socket.gethostname()}, pid {os.getpid()}, "
+            f"{job.threads or 'default'} thread(s)")
+        try:
+            split = load_dataset(job.spec.dataset, job.data_dir)
+            computed = run_dir_for(job.spec, split, job.root)
+            if computed != run_dir:
+                raise RuntimeError(f"the worker computes the run directory {computed}, the driver {run_dir}: the "
+                                   f"worker reads another version of the data file (or another mltfrkit); make "
+                                   f"every worker see the same data directory and code")
+            return run_training(job.spec, data_dir=job.data_dir, root=job.root, progress=False, log=log, split=split)
+        except Exception as error:
+            traceback.print_exc(file=handle)
+            raise RunError(f"{type(error).__name__}: {error}", traceback.format_exc()) from None
+
+
+def _init_worker(threads: int | None) -> None:
+    """Pool initialiser: runs before torch is imported in the worker, so the thread count holds for
+    every library torch loads (OpenMP, MKL)."""
+    if threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[name] = str(threads)
+
+
+# -- executors ------------------------------------------------------------------------------------
+Outcome = tuple[int, "dict | RunFailure"]
+
+
+class LocalExecutor:
+    """In this process, one run after another, logging to the store's log as well as train.log."""
+
+    name = "local"
+    remote = False
+
+    def __init__(self, threads: int | None = None):
+        self.threads = threads
+
+    def __repr__(self) -> str:
+        return "LocalExecutor()"
+
+    def run(self, jobs: list[RunJob], store: "ResultStore") -> Iterator[Outcome]:
+        previous = None
+        if self.threads:
+            import torch
+
+            previous = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+        try:
+            for index, job in enumerate(jobs):
+                try:
+                    yield index, store.train_here(job.spec)
+                except Exception as error:
+                    yield index, RunFailure(job.spec, job.run_dir, f"{type(error).__name__}: {error}")
+        finally:
+            if previous:
+                import torch
+
+                torch.set_num_threads(previous)
+
+
+class ProcessExecutor:
+    """``workers`` spawned processes, each with ``threads`` torch threads (concurrent.futures).
+
+    A worker that dies breaks the whole pool (:class:`BrokenProcessPool`): every unfinished run is
+    then sent to a fresh pool, and each run that had started counts one attempt (the pool cannot
+    tell which of its workers died, and the others were stopped with it); a run that reaches
+    ``max_retries + 1`` attempts fails. Resubmitted runs resume from their last checkpoint."""
+
+    name = "processes"
+    remote = True
+
+    def __init__(self, workers: int | None = None, threads: int = 1, max_retries: int = DEFAULT_RETRIES,
+                 task: Callable[[RunJob], dict] = train_job):
+        self.threads = max(1, int(threads))
+        self.workers = max(1, int(workers or (os.cpu_count() or 1) // self.threads))
+        self.max_retries = max_retries
+        self.task = task  # a module-level function (spawned workers import it by name)
+
+    def __repr__(self) -> str:
+        return f"ProcessExecutor(workers={self.workers}, threads={self.threads})"
+
+    def run(self, jobs: list[RunJob], store: "ResultStore") -> Iterator[Outcome]:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        for job in jobs:
+            job.threads = self.threads
+        pending = dict(enumerate(jobs))
+        attempts = {index: 0 for index in pending}
+        while pending:
+            pool = ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=context,
+                                       initializer=_init_worker, initargs=(self.threads,))
+            broken, finished = False, False
+            log_sizes = {index: _log_size(jobs[index]) for index in pending}
+            try:
+                futures = {pool.submit(self.task, job): index for index, job in pending.items()}
+                waiting = set(futures)
+                while waiting:
+                    done, waiting = wait(waiting, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        index = futures[future]
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool:
+                            broken = True
+                            continue
+                        except StoreNotVisible:
+                            raise
+                        except Exception as error:
+                            del pending[index]
+                            yield index, RunFailure(jobs[index].spec, jobs[index].run_dir, str(error))
+                        else:
+                            del pending[index]
+                            yield index, result
+                finished = True
+            finally:
+                if not finished:  # interrupted (or the store gave up): stop the runs in flight now; their
+                    # checkpoints and locks make the next request resume them. (concurrent.futures has no
+                    # public way to stop running workers before Python 3.14.)
+                    for process in list(getattr(pool, "_processes", {}).values()):
+                        process.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+            if broken:
+                for index in list(pending):
+                    if _log_size(jobs[index]) > log_sizes[index]:  # it had started in the pool that broke
+                        attempts[index] += 1
+                    if attempts[index] > self.max_retries:
+                        del pending[index]
+                        yield index, RunFailure(jobs[index].spec, jobs[index].run_dir,
+                                                f"its worker died {attempts[index]} times (killed? out of memory?)")
+                    elif store.log:
+                        store.log(f"a worker died; {describe_spec(jobs[index].spec)} will resume from its checkpoint")
+
+
+def _log_size(job: RunJob) -> int:
+    """The size of a run's log: it grows when a worker starts the run (how a broken pool's runs that
+    had started are told from those still queued)."""
+    try:
+        return (Path(job.run_dir) / LOG_FILE).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+class RayExecutor:
+    """A Ray task per missing run: ``num_cpus=threads``, one GPU when the run's device is CUDA (or
+    ``auto`` on a cluster with GPUs), ``max_retries`` re-executions when a worker dies (Ray's own
+    fault tolerance; application errors are not retried: they would fail again).
+
+    ``address`` None starts a local Ray with ``workers * threads`` CPUs; ``"auto"`` joins the cluster
+    this machine belongs to (``ray start`` ran here); ``"ray://head:10001"`` connects as a Ray client;
+    ``"head:6379"`` joins as a driver. Workers import the mltfrkit this driver imported
+    (``PYTHONPATH`` in the runtime environment) and receive the ``MLTFR_*`` variables set here.
+    ``workers`` caps the runs in flight on a cluster (None: as many as its CPUs allow). Ray's
+    authentication settings (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``, ...) are those of the environment
+    when :meth:`connect` runs; a cluster that refuses the driver's token fails with a ConnectionError
+    saying what to set (:data:`RAY_AUTH_HINT`)."""
+
+    name = "ray"
+    remote = True
+
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int = 1,
+                 max_retries: int = DEFAULT_RETRIES, task: Callable[[RunJob], dict] = train_job):
+        self.address, self.threads, self.max_retries, self.task = address, max(1, int(threads)), max_retries, task
+        self.workers = int(workers) if workers else None
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(address={self.address!r}, workers={self.workers}, threads={self.threads})"
+
+    def runtime_env(self) -> dict:
+        import mltfrkit
+
+        package_parent = str(Path(mltfrkit.__file__).resolve().parents[1])
+        paths = [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+        env.update({k: v for k, v in os.environ.items() if k.startswith("MLTFR_")})
+        env.update({name: str(self.threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
+        return {"env_vars": env}
+
+    def connect(self):
+        try:
+            import ray
+        except ImportError:
+            raise ImportError("executor 'ray' needs Ray: pip install 'mltfrkit[ray]' (or pip install ray)") from None
+        if not ray.is_initialized():
+            _reload_ray_auth_settings()
+            options = {"runtime_env": self.runtime_env(), "log_to_driver": False}
+            if self.address is None:
+                cpus = (self.workers or max(1, (os.cpu_count() or 1) // self.threads)) * self.threads
+                ray.init(num_cpus=cpus, include_dashboard=False, **options)
+            else:
+                try:
+                    ray.init(address=self.address, **options)
+                except ConnectionError as error:
+                    if not _is_auth_error(error):
+                        raise
+                    raise ConnectionError(f"{error}: the cluster refused this driver (authentication token "
+                                          f"missing or wrong). {RAY_AUTH_HINT}") from error
+        return ray
+
+    def run(self, jobs: list[RunJob], store: "ResultStore") -> Iterator[Outcome]:
+        ray = self.connect()
+        from ray.exceptions import RayTaskError, WorkerCrashedError
+
+        gpus_in_cluster = ray.cluster_resources().get("GPU", 0)
+        remote = ray.remote(self.task)
+        queue = list(enumerate(jobs))
+        flying: dict = {}
+        while queue or flying:
+            while queue and (self.workers is None or len(flying) < self.workers):
+                index, job = queue.pop(0)
+                job.threads = self.threads
+                device = job.spec.train.device
+                gpu = 1 if device.startswith("cuda") or (device == "auto" and gpus_in_cluster) else 0
+                if gpu and not gpus_in_cluster:
+                    yield index, RunFailure(job.spec, job.run_dir, f"device {device!r} needs a GPU, and the Ray "
+                                            f"cluster has none: run it with device 'cpu' or on a cluster with GPUs")
+                    continue
+                ref = remote.options(num_cpus=self.threads, num_gpus=gpu, max_retries=self.max_retries,
+                                     retry_exceptions=False).remote(job)
+                flying[ref] = index
+            if not flying:
+                continue
+            done, _ = ray.wait(list(flying), num_returns=1)
+            for ref in done:
+                index = flying.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except RayTaskError as error:
+                    cause = getattr(error, "cause", None)
+                    if isinstance(cause, StoreNotVisible):
+                        for other in flying:
+                            ray.cancel(other, force=True)
+                        raise cause from None
+                    message = str(cause) if cause is not None else str(error).strip().splitlines()[-1]
+                    yield index, RunFailure(jobs[index].spec, jobs[index].run_dir, message)
+                except WorkerCrashedError:
+                    yield index, RunFailure(jobs[index].spec, jobs[index].run_dir,
+                                            f"its worker died {self.max_retries + 1} times (killed? out of memory?)")
+                except Exception as error:  # lost node, object lost, ...
+                    yield index, RunFailure(jobs[index].spec, jobs[index].run_dir, f"{type(error).__name__}: {error}")
+                else:
+                    yield index, result
+
+
+RAY_AUTH_HINT = (
+    "Ray (2.52+) clusters may require token authentication: `ray start --head` turns it on when the head has a "
+    "token (~/.ray/auth_token, which a local ray.init() creates), newer Ray versions by default. Every node and "
+    "this driver must then agree: set RAY_AUTH_MODE=token and give each the cluster's token (RAY_AUTH_TOKEN, "
+    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token; `ray get-auth-token` prints it) before they start, or start every "
+    "node and the driver with RAY_AUTH_MODE=disabled on a trusted network. "
+    "See https://docs.ray.io/en/latest/ray-security/token-auth.html")
+
+
+def _reload_ray_auth_settings() -> None:
+    """Make Ray use the ``RAY_AUTH_*`` variables set now, not those of when ``ray`` was imported.
+
+    Ray reads ``RAY_AUTH_MODE`` (and caches the token) once per process, at import: a notebook that sets
+    ``os.environ["RAY_AUTH_MODE"] = "token"`` after something imported ray would otherwise connect without
+    a token and get a bare "Failed to connect". Ray itself reloads its config this way when it turns token
+    authentication on (``ray._private.authentication.authentication_token_setup._enable_token_auth``);
+    if a Ray version lacks these internals, nothing is reloaded."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:
+        return
+    try:
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except AttributeError:
+        pass
+
+
+def _is_auth_error(error: BaseException) -> bool:
+    """Whether a failed ``ray.init`` failed on authentication (its cause chain names the token)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ == "AuthenticationError" or "InvalidAuthToken" in str(error) \
+                or "Authentication token" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def make_executor(executor: "str | LocalExecutor | ProcessExecutor | RayExecutor | None" = "local",
+                  workers: int | None = None, threads: int | None = None, ray_address: str | None = None,
+                  max_retries: int = DEFAULT_RETRIES):
+    """An executor from its name (notebook parameters and command-line flags end up here)."""
+    if executor is None:
+        executor = "local"
+    if not isinstance(executor, str):
+        return executor
+    name = executor.lower()
+    if name not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    if name == "auto":
+        name = "processes" if (os.cpu_count() or 1) > 1 else "local"
+    if ray_address and name != "ray":
+        raise ValueError(f"ray_address={ray_address!r} only applies to executor 'ray' (the executor is {name!r})")
+    if name == "local":
+        return LocalExecutor(threads=threads)
+    if name == "processes":
+        return ProcessExecutor(workers=workers, threads=threads or 1, max_retries=max_retries)
+    return RayExecutor(address=ray_address, workers=workers, threads=threads or 1, max_retries=max_retries)
+
+
+__all__ = ["EXECUTORS", "GridFailed", "LocalExecutor", "ProcessExecutor", "RayExecutor", "RunError", "RunFailure",
+           "RunJob", "StoreNotVisible", "check_store_visible", "describe_spec", "make_executor", "store_id", "train_job"]
