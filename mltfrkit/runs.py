@@ -177,13 +177,14 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
     The run's lock (:mod:`mltfrkit.locks`) is held while it trains, so the same run is never trained
     by two processes at once: a second caller waits, then returns the result the first one wrote."""
     from mltfrkit.locks import run_lock
+    from mltfrkit.store import read_result
 
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     run_dir = run_dir_for(spec, split, root)
     with run_lock(run_dir, log=log):
         stored = run_dir / "result.json"
-        if stored.exists():  # finished while we waited for the lock (or before): read, never retrain
-            result = json.loads(stored.read_text())
+        result = read_result(stored)  # None when missing, or invalid (named in a warning): resumed below
+        if result is not None:  # finished while we waited for the lock (or before): read, never retrain
             result["run_dir"] = str(run_dir)
             if log:
                 log(f"{run_dir.name}: already trained, result read from {stored}")

@@ -267,7 +267,8 @@ def test_torch_bin_refuses_code_in_the_pickle(tmp_path):
             return (print, ("owned",))
 
     torch.save({"embed_tokens.weight": torch.zeros(2, 2), "x": Evil()}, tmp_path / "evil.bin")
-    with pytest.raises(Exception, match=r"refusing to load \w+\.print"):
+    # the module is builtins, or whoever replaced builtins.print (Ray's driver installs its safe_print)
+    with pytest.raises(Exception, match=r"refusing to load [\w.]+print"):
         torch_bin_matrix(tmp_path / "evil.bin")
 
 
