@@ -64,12 +64,12 @@ def patience_rule(patience: int, min_epochs: int = 0, smooth: float | None = Non
 
 
 RULES = [
-    Rule("patience 10 (current default)", patience_rule(10)),
+    Rule("patience 10 (plain; the default before)", patience_rule(10)),
     Rule("patience 20", patience_rule(20)),
     Rule("min 20 epochs, patience 10", patience_rule(10, min_epochs=20)),
     Rule("min 30 epochs, patience 10", patience_rule(10, min_epochs=30)),
     Rule("patience 10 on EMA(0.3)", patience_rule(10, smooth=0.3)),
-    Rule("patience max(10, best epoch)", patience_rule(10, relative=1.0)),
+    Rule("patience max(10, best epoch) (default)", patience_rule(10, relative=1.0)),
 ]
 
 

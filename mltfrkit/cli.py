@@ -67,7 +67,9 @@ def train_spec(args: argparse.Namespace):
         model["loss"] = args.loss
     train = TrainConfig(epochs=epochs, seed=args.seed, patience=patience, lr=args.lr,
                         batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history,
-                        windows=args.windows, stride=args.stride)
+                        windows=args.windows, stride=args.stride,
+                        patience_relative=(TrainConfig.patience_relative if args.patience_relative is None
+                                           else args.patience_relative))
     options = {}
     if profile and plugin == "mltfr":  # the notebooks' settings, so this run is their store entry
         options.update({"llms": profile.llms, **profile.mltfr})
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=None, help=f"default {TrainConfig.epochs} (or the profile's)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--patience", type=int, default=None, help=f"default {TrainConfig.patience} (or the profile's)")
+    train.add_argument("--patience-relative", type=float, default=None,
+                       help=f"wait max(patience, this x best epoch) epochs (default {TrainConfig.patience_relative:g}; "
+                            "0 = plain patience; README 'Early stopping')")
     train.add_argument("--lr", type=float, default=TrainConfig.lr)
     train.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     train.add_argument("--loss", choices=["bce", "bpr", "ce"], default=None, help="default: the backbone's own")

@@ -103,7 +103,9 @@ def authors_configuration(spec: RunSpec) -> RunSpec:
 
     from mltfrkit.mltfr.plugin import AUTHOR_BEHAVIOURS, AUTHOR_DEFAULTS, AUTHOR_EXPERTS
 
-    train = replace(spec.train, holdout="test", test_every_epoch=True)
+    # Plain patience, as every authors'-configuration run here was trained (REFERENCE does not record their
+    # stopping rule; whatever it is, their selection reads the test curve).
+    train = replace(spec.train, holdout="test", test_every_epoch=True, patience_relative=0.0)
     if spec.plugin != "mltfr":
         return replace(spec, train=train)
     backbone = spec.backbone.lower()
@@ -240,6 +242,7 @@ def spec_from_config(config: dict) -> RunSpec:
     """Rebuild a RunSpec from a stored result's (or checkpoint's) config."""
     train = dict(config["train"])
     train["ks"] = tuple(train["ks"])
+    train.setdefault("patience_relative", 0.0)  # stored before the option existed (or at 0.0): plain patience
     return RunSpec(dataset=config["dataset"], backbone=config["backbone"], model=dict(config["model"]),
                    train=TrainConfig(**train), plugin=config.get("plugin", "none"),
                    plugin_options=dict(config.get("plugin_options") or {}),

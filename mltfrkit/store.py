@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from mltfrkit.data import load_dataset
 from mltfrkit.executors import LOG_FILE, GridFailed, RunFailure, RunJob, make_executor, store_id
 from mltfrkit.runs import RunSpec, run_dir_for, run_training, store_root
-from mltfrkit.train import write_result
+from mltfrkit.train import TrainConfig, write_result
 
 RESULT = "result.json"
 METRICS = ("HR@5", "HR@10", "HR@20", "NDCG@5", "NDCG@10", "NDCG@20")
@@ -112,15 +112,29 @@ class ResultStore:
         A run trained with ``test_every_epoch`` answers for the same spec without it: the per-epoch test
         evaluations read the test split without changing training (``tests/test_authors.py`` checks that
         ``test`` is identical), so its result is a superset; nothing is trained twice for it. Its extra
-        ``test_oracle`` is ignored by every default table."""
-        for candidate in (spec, self._tracked(spec)):
+        ``test_oracle`` is ignored by every default table.
+
+        A run trained under plain patience (``patience_relative=0``, the rule before the default changed)
+        answers for the same spec under ``patience_relative`` when replaying the new rule on its stored
+        validation curves stops every round at the same epoch: training is deterministic given the seed
+        and the epoch, so that run is exactly what the new rule would train (``equivalent_stopping`` says
+        so in the result). On Pantry, where the best epoch is below the patience, this is every run."""
+        legacy = self._plain_patience(spec)
+        for candidate in (spec, self._tracked(spec), legacy, legacy and self._tracked(legacy)):
             if candidate is None:
                 continue
             path = self.run_dir(candidate) / RESULT
             result = read_result(path)
-            if result is not None:
-                result["run_dir"] = str(path.parent)
-                return result
+            if result is None:
+                continue
+            if candidate in (legacy, legacy and self._tracked(legacy)):
+                if not stops_alike(result, spec.train):
+                    continue
+                result["equivalent_stopping"] = (f"trained with plain patience {spec.train.patience}; "
+                                                 f"patience_relative={spec.train.patience_relative:g} stops every "
+                                                 f"round at the same epoch")
+            result["run_dir"] = str(path.parent)
+            return result
         return None
 
     @staticmethod
@@ -129,6 +143,13 @@ class ResultStore:
         if spec.train.test_every_epoch:
             return None
         return replace(spec, train=replace(spec.train, test_every_epoch=True))
+
+    @staticmethod
+    def _plain_patience(spec: RunSpec) -> RunSpec | None:
+        """The same run under plain patience (None if it already is)."""
+        if spec.train.patience_relative == 0:
+            return None
+        return replace(spec, train=replace(spec.train, patience_relative=0.0))
 
     def has(self, spec: RunSpec) -> bool:
         return self.get(spec) is not None
@@ -273,6 +294,31 @@ class ResultStore:
                     results.append(result)
         rows = [flatten(result) for result in results]
         return pd.DataFrame(rows)
+
+
+def stops_alike(result: dict, train: TrainConfig) -> bool:
+    """Whether ``train``'s stopping rule, replayed on the stored curves of ``result`` (every round), stops
+    each round after exactly the epochs it trained: never earlier, and at its end unless the round ran
+    to ``train.epochs``. The curve is what the trainer selects by: validation, or the test curve under
+    the authors' holdout."""
+    rounds = [result[name] for name in ("round1", "round2") if name in result] or [result]
+    for summary in rounds:
+        epochs = summary.get("epochs") or []
+        if not epochs:
+            return False
+        best, best_epoch = float("-inf"), 0
+        for index, entry in enumerate(epochs, start=1):
+            curve = entry.get("valid") or entry.get("test") or {}
+            if train.valid_metric not in curve:
+                return False
+            if curve[train.valid_metric] > best:  # the trainer's own "improved"
+                best, best_epoch = curve[train.valid_metric], index
+            stops = train.should_stop(index, best_epoch)
+            if stops and index < len(epochs):
+                return False  # the rule would have stopped this round earlier
+        if not stops and len(epochs) < train.epochs:
+            return False  # the rule would have trained this round on
+    return True
 
 
 def _as_str(path) -> str | None:

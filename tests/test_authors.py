@@ -243,15 +243,22 @@ def test_our_defaults_are_not_the_authors():
                                                                   False, "both")
 
 
-def test_plateau_proof_stopping_rules_and_unchanged_default_keys():
-    plain = TrainConfig(patience=10)
-    assert not plain.should_stop(19, 10) and plain.should_stop(20, 10)
+def test_plateau_proof_stopping_rules_and_their_keys():
+    plain = TrainConfig(patience=10, patience_relative=0.0)
+    assert not plain.should_stop(19, 10) and plain.should_stop(20, 10) and plain.should_stop(40, 30)
+    assert TrainConfig().patience_relative == 1.0  # the default (README "Early stopping")
+    assert not TrainConfig(patience=10).should_stop(40, 30) and TrainConfig(patience=10).should_stop(60, 30)
     relative = TrainConfig(patience=10, patience_relative=1.0)
     assert relative.should_stop(20, 10) and not relative.should_stop(59, 30) and relative.should_stop(60, 30)
     floor = TrainConfig(patience=10, min_epochs=30)
     assert not floor.should_stop(13, 3) and floor.should_stop(30, 3)
-    assert {"patience_relative", "min_epochs"}.isdisjoint(plain.to_dict())  # stored runs keep their keys
-    assert relative.to_dict()["patience_relative"] == 1.0
+    assert {"patience_relative", "min_epochs"}.isdisjoint(plain.to_dict())  # runs stored before keep their keys
+    assert relative.to_dict()["patience_relative"] == 1.0 == TrainConfig().to_dict()["patience_relative"]
+    from mltfrkit.runs import RunSpec, authors_configuration, spec_from_config
+
+    old_config = {"dataset": "x", "backbone": "sasrec", "model": {}, "train": plain.to_dict()}
+    assert spec_from_config(old_config).train.patience_relative == 0.0  # a stored key without it: plain
+    assert authors_configuration(RunSpec("x")).train.patience_relative == 0.0
     with pytest.raises(ValueError, match="patience_relative"):
         TrainConfig(patience_relative=-1.0)
 

@@ -217,6 +217,46 @@ def test_a_run_with_per_epoch_test_answers_for_the_plain_spec(tiny_file, tmp_pat
     assert ResultStore(tmp_path / "plain", progress=False, log=None).get(tracked) is None
 
 
+def test_a_plain_patience_run_answers_for_the_relative_rule_only_when_it_stops_alike(tiny_file, tmp_path):
+    """The default rule became patience max(patience, relative x best epoch); a run stored under plain
+    patience stands in for it only if replaying the new rule on its curve stops at the same epoch, and
+    then it is exactly the run the new rule trains."""
+    from mltfrkit.store import stops_alike
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    plain = store.ensure(spec(tiny_file, epochs=40, patience=1, patience_relative=0.0, lr=0.01))
+    best, trained = plain["best_epoch"], len(plain["epochs"])
+    assert plain["stopped_early"] and trained == best + 1
+    alike = spec(tiny_file, epochs=40, patience=1, patience_relative=1.0 / best, lr=0.01)  # wait stays 1
+    longer = spec(tiny_file, epochs=40, patience=1, patience_relative=2.0, lr=0.01)  # wait 2 x best > 1
+    assert stops_alike(plain, alike.train) and not stops_alike(plain, longer.train)
+    answered = store.get(alike)
+    assert answered["run_dir"] == plain["run_dir"] and "same epoch" in answered["equivalent_stopping"]
+    assert store.get(longer) is None
+    real = ResultStore(tmp_path / "real", progress=False, log=None).ensure(alike)
+    assert real["test"] == plain["test"] and len(real["epochs"]) == trained
+    assert [e["loss"] for e in real["epochs"]] == [e["loss"] for e in plain["epochs"]]
+    assert len(ResultStore(tmp_path / "real2", progress=False, log=None).ensure(longer)["epochs"]) > trained
+
+
+def test_stops_alike_replays_every_round_and_the_epoch_limit():
+    from mltfrkit.store import stops_alike
+
+    def curve(values):
+        return [{"epoch": i, "valid": {"NDCG@20": v}} for i, v in enumerate(values, start=1)]
+
+    early = [0.1, 0.3] + [0.2] * 10  # best at 2, stopped after 12 (plain patience 10)
+    late = [0.1 + 0.01 * i for i in range(15)] + [0.2] * 10  # rising to epoch 15, stopped after 25
+    relative = TrainConfig(epochs=100, patience=10, patience_relative=1.0)
+    assert stops_alike({"epochs": curve(early)}, relative)
+    assert not stops_alike({"epochs": curve(late)}, relative)  # would wait 15 epochs, not 10
+    assert not stops_alike({"round1": {"epochs": curve(early)}, "round2": {"epochs": curve(late)}}, relative)
+    capped = TrainConfig(epochs=len(late), patience=10, patience_relative=1.0)
+    assert stops_alike({"epochs": curve(late)}, capped)  # ran to the epoch limit: the same either way
+    authors = [{"epoch": i, "valid": {}, "test": {"NDCG@20": v}} for i, v in enumerate(early, start=1)]
+    assert stops_alike({"epochs": authors}, relative)  # the authors' holdout selects on the test curve
+
+
 @pytest.mark.parametrize("content", ['{"config": {"dataset"', "{}", "[]", "", '{"config": {}, "test": {}}'])
 def test_invalid_result_file_is_skipped_and_resumed(tiny_file, tmp_path, content, monkeypatch):
     """One truncated or empty result.json broke every table (JSONDecodeError / KeyError: 'config');

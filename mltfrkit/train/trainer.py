@@ -40,10 +40,12 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10  # epochs without validation improvement before stopping
-    # Plateau-proof stopping (benchmarks/early_stopping.py measures how often patience alone stops on an early
-    # plateau): the patience grows to patience_relative x the best epoch so far, and no run stops before
-    # min_epochs. 0 = off (plain patience).
-    patience_relative: float = 0.0
+    # Plateau-proof stopping: the patience grows to patience_relative x the best epoch so far (at 1.0: stop
+    # after max(patience, best epoch) epochs without improvement), and no run stops before min_epochs.
+    # benchmarks/early_stopping.py chose the default 1.0 (README "Early stopping"): plain patience 10 stopped 2 of
+    # 3 ml-100k SASRec seeds on a plateau (test NDCG@20 .0545 against .0585), while on Pantry, whose best epoch
+    # is early, the two rules stop at the same epoch. 0 = plain patience (the rule before; the authors' runs).
+    patience_relative: float = 1.0
     min_epochs: int = 0
     valid_metric: str = "NDCG@20"
     ks: tuple[int, ...] = (5, 10, 20)
@@ -106,8 +108,10 @@ class TrainConfig:
         out["ks"] = list(self.ks)
         if out["windows"] == "last":  # added after runs were stored: left out at its default, so their keys hold
             del out["windows"], out["stride"]
+        # The same for these, at the value runs were stored with before each existed: patience_relative's
+        # default became 1.0 later, so 1.0 is in every key and a key without it means plain patience (0.0).
         for name, default in (("holdout", "valid_test"), ("test_every_epoch", False), ("patience_relative", 0.0),
-                              ("min_epochs", 0)):  # the same for these
+                              ("min_epochs", 0)):
             if out[name] == default:
                 del out[name]
         return out
