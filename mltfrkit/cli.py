@@ -112,10 +112,22 @@ def check_output_paths(args: argparse.Namespace) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from mltfrkit.runs import run_training, store_root
 
+    from mltfrkit.store import ResultStore
+    from mltfrkit.train import write_result
+
     spec = train_spec(args)
     check_output_paths(args)
-    result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
-                          progress=not args.no_progress)
+    # A stored run that answers for this spec (the same run tracked on test, or one whose stopping replays
+    # alike: ResultStore.get) is read, not trained again; otherwise train (or resume) it.
+    result = ResultStore(store_root(args.runs_dir), args.data_dir, progress=False, log=None).get(spec)
+    if result is not None:
+        print(f"stored: {result['run_dir']}" + (f" ({result['equivalent_stopping']})"
+                                                if result.get("equivalent_stopping") else ""))
+        if args.out:
+            write_result(args.out, result)
+    else:
+        result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
+                              progress=not args.no_progress)
     test = result["test"]
     if test is not None:
         round_note = f"round {result['selected_round']}, " if result.get("selected_round") else ""

@@ -432,8 +432,8 @@ class Experiment:
     def ladder(self, backbone: str, seed: int, sources: str | list[str] | None = None) -> list[dict]:
         """The rungs from "the paper as its authors ran it" to our default, one switch each, as specs.
 
-        Order: first the two changes of protocol that leave the model alone (hold out a validation
-        item, then select on it), so every later rung is read the same honest way; then the
+        Order: first the changes of protocol that leave the model alone (hold out a validation item,
+        select on it, our plateau-proof stopping rule), so every later rung is read the same honest way; then the
         evaluation-time switch (noise), then the switches that change what is trained, from the most
         to the least structural (tables, keys, scaling, dropout, placement), then the schedule (round 2),
         then the sizes (expert count, vocabulary cap), which come last because they are budgets, not
@@ -448,10 +448,13 @@ class Experiment:
         ours_wo = self._spec(backbone, "none", seed)
         config = ours_mltfr.mltfr_config()
         authors = authors_configuration(ours_mltfr)
-        tracked = replace(ours_mltfr.train, test_every_epoch=True)
+        # The authors' configuration stops on plain patience; the rungs keep it until their own rung switches it.
+        tracked = replace(ours_mltfr.train, test_every_epoch=True, patience_relative=authors.train.patience_relative)
         steps = [  # (name, what changes, MLTFR option changes, train config or None = ours)
             ("hold out validation", "the split: a validation item held out (still test-selected)", {}, tracked),
             ("select on validation", "model selection: validation NDCG@20 instead of the test curve", {}, tracked),
+            ("plateau-proof stopping", f"early stopping: patience max({ours_mltfr.train.patience}, "
+             f"{ours_mltfr.train.patience_relative:g} x best epoch) instead of {ours_mltfr.train.patience}", {}, None),
             ("no evaluation noise", "eval_noise: off", {"eval_noise": False}, None),
             ("frozen tables", "trainable_tables: off", {"trainable_tables": False}, None),
             ("user keys", "keys: the user's own tokens", {"keys": "user"}, None),

@@ -38,6 +38,12 @@ def ensure_directory(path: str | os.PathLike, what: str) -> Path:
                                      f"folder you can write to") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UnusableDirectoryError(f"{what} {path} is not writable; point {what} at a folder you can write to")
+    try:  # access() says yes to root everywhere, and to read-only or pseudo filesystems such as /proc
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".mltfrkit-write-test-"):
+            pass
+    except OSError as error:
+        raise UnusableDirectoryError(f"{what} {path}: cannot write a file there ({error.strerror or error}); point "
+                                     f"{what} at a folder you can write to") from None
     return path
 
 

@@ -183,6 +183,7 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
 
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     run_dir = run_dir_for(spec, split, root)
+    ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")  # a clear error, before the lock's
     with run_lock(run_dir, log=log):
         stored = run_dir / "result.json"
         result = read_result(stored)  # None when missing, or invalid (named in a warning): resumed below

@@ -223,6 +223,12 @@ class ResultStore:
             if results[index] is None:
                 waiting.append(index)
         run_dirs = {index: self.run_dir(specs[index]) for index in waiting}
+        waiting_dirs = set(run_dirs.values())
+        job_specs = {run_dirs[index]: specs[index] for index in waiting}
+        for index in waiting:  # a spec whose per-epoch-test twin is trained too is answered by it (see get)
+            twin = self._tracked(specs[index])
+            if twin is not None and self.run_dir(twin) in waiting_dirs:
+                run_dirs[index] = self.run_dir(twin)
         to_train: dict[Path, list[int]] = {}  # run dir -> the grid positions asking for it
         for index in waiting:
             to_train.setdefault(run_dirs[index], []).append(index)
@@ -242,8 +248,8 @@ class ResultStore:
             self.root.mkdir(parents=True, exist_ok=True)
             token = store_id(self.root) if executor.remote else None
             order = list(to_train)
-            jobs = [RunJob(specs[to_train[d][0]], str(self.root), _as_str(self.data_dir), str(d), token)
-                    for d in order]
+            jobs = [RunJob(job_specs.get(d, specs[to_train[d][0]]), str(self.root), _as_str(self.data_dir), str(d),
+                           token) for d in order]
             bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not self.progress)
             undecided: dict[Path, list[int]] = {}  # w/o SC whose full run had no round 1 to record
             try:

@@ -101,7 +101,14 @@ def test_misplaced_or_mistyped_options_are_refused_before_training(capsys):
     for argv, expected in ((["--top-k", "3"], "add --mltfr"), (["--plugin-set", "max_vocab=9"], "add --mltfr"),
                            (["--llm", "x"], "--plugin te / re"), (["--device", "gpu9"], "use auto, cpu, cuda"),
                            (["--mltfr", "--plugin-set", "round2=restrat"], "'continue', 'restart'"),
-                           (["--mltfr", "--plugin-set", "exclude_classes=speshal"], "unknown token class")):
+                           (["--mltfr", "--plugin-set", "exclude_classes=speshal"], "unknown token class"),
+                           (["--mltfr", "--plugin-set", "tau=0"], "tau (the selection temperature of eq. 4) must be > 0"),
+                           (["--mltfr", "--plugin-set", "tau=abc"], "tau must be a finite number, not 'abc'"),
+                           (["--mltfr", "--plugin-set", "attn_dropout=nan"], "attn_dropout must be a finite number"),
+                           (["--mltfr", "--plugin-set", "attn_dropout=1"], "attn_dropout must be in [0, 1)"),
+                           (["--mltfr", "--alpha", "-1"], "alpha (the consensus expert's weight, eq. 15) must be >= 0"),
+                           (["--mltfr", "--alpha", "nan"], "alpha must be a finite number, not nan"),
+                           (["--mltfr", "--plugin-set", "alpha=abc"], "alpha must be a finite number, not 'abc'")):
         assert main(["train", *argv]) == 2, argv
         assert expected in capsys.readouterr().err, argv
 
@@ -142,6 +149,9 @@ def test_unusable_output_paths_are_refused_before_training(tmp_path, capsys, mon
     assert f"--out {tmp_path} is a directory" in capsys.readouterr().err
     assert main(base + ["--runs-dir", str(blocker / "runs")]) == 2
     assert f"{blocker} is a file; point --runs-dir at a folder" in capsys.readouterr().err
+    if type(tmp_path)("/proc").is_dir():  # a folder access() allows (to root) but where no file can be created
+        assert main(base + ["--out", "/proc/r.json", "--runs-dir", str(tmp_path / "runs")]) == 2
+        assert "the folder of --out /proc: cannot write a file there" in capsys.readouterr().err
     monkeypatch.setenv("MLTFR_CACHE_DIR", str(blocker))
     monkeypatch.delenv("MLTFR_RUNS_DIR", raising=False)
     assert main(base) == 2

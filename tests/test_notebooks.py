@@ -141,19 +141,19 @@ def test_reproduction_gap_notebook(shared, tmp_path):
     execute("reproduction_gap", shared, dataset=str(data), mltfr_options=options, llms="offline")
     frame = table(shared, "reproduction_gap-ladder")
     names = list(frame["name"])
-    assert names[0] == "the paper as run" and names[-1] == "our vocabulary cap" and len(names) == 12
-    assert list(frame["rung"]) == list(range(12))
+    assert names[0] == "the paper as run" and names[-1] == "our vocabulary cap" and len(names) == 13
+    assert list(frame["rung"]) == list(range(13))
     assert list(frame["selection"][:2]) == ["test-selected (authors' protocol, optimistic)"] * 2
     assert set(frame["selection"][2:]) == {"validation"}
     for column in ("W/O HR@20", "MLTFR NDCG@20", "Imp. (%)", "W/O 2-round HR@20", "change in Imp. (pp)"):
         assert column in frame
-    assert frame["MLTFR-RE HR@20"].notna().tolist() == [False] * 11 + [True]  # the control on the last rung
+    assert frame["MLTFR-RE HR@20"].notna().tolist() == [False] * 12 + [True]  # the control on the last rung
     per_seed = table(shared, "reproduction_gap_per_seed-ladder")
     assert set(per_seed["kind"]) == {"wo", "mltfr", "wo2", "mltfr_re"}
     figure_ok(shared, "reproduction_gap-ladder")
     common = dict(profile="quick", epochs=1, seeds=[0], backbones=["sasrec"], mltfr_options=options, llms="offline",
                   runs_dir=str(shared["runs"]), progress=False)
-    for configuration, rung in (("authors", 0), ("ours", 11)):
+    for configuration, rung in (("authors", 0), ("ours", 12)):
         table2 = Experiment(str(data), configuration=configuration, **common).table2()  # read from the store
         for label in ("W/O", "MLTFR"):
             for metric in ("HR@20", "NDCG@20"):

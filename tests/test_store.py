@@ -215,6 +215,9 @@ def test_a_run_with_per_epoch_test_answers_for_the_plain_spec(tiny_file, tmp_pat
     assert "test_oracle" not in trained
     # the other way round does not hold: a plain run has no per-epoch test curve to offer
     assert ResultStore(tmp_path / "plain", progress=False, log=None).get(tracked) is None
+    # asked for both at once, a grid trains the per-epoch-test one only, and it answers for both
+    both = ResultStore(tmp_path / "both", progress=False, log=None).ensure_many([plain, tracked])
+    assert len(calls) == 3 and both[0]["run_dir"] == both[1]["run_dir"] and "test_oracle" in both[0]
 
 
 def test_a_plain_patience_run_answers_for_the_relative_rule_only_when_it_stops_alike(tiny_file, tmp_path):

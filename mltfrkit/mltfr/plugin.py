@@ -6,6 +6,8 @@ backbone's hook (eq. 18). Padding positions receive nothing.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 import torch
@@ -66,8 +68,22 @@ class MLTFRConfig:
         for name in ("eval_noise", "trainable_tables", "consensus"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"MLTFR option {name} must be true or false, not {getattr(self, name)!r}")
-        if not isinstance(self.expert_dropout, (int, float)) or not 0.0 <= self.expert_dropout < 1.0:
-            raise ValueError(f"MLTFR option expert_dropout must be in [0, 1), not {self.expert_dropout!r}")
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"MLTFR option {name} must be a finite number, not {value!r} "
+                                 f"(the default is {type(self).__dataclass_fields__[name].default})")
+            return float(value)
+
+        for name in ("expert_dropout", "attn_dropout"):
+            if not 0.0 <= number(name) < 1.0:
+                raise ValueError(f"MLTFR option {name} must be in [0, 1), not {getattr(self, name)!r}")
+        if number("tau") <= 0:  # eq. (4) divides by it
+            raise ValueError(f"MLTFR option tau (the selection temperature of eq. 4) must be > 0, not {self.tau!r}; "
+                             f"the default is 0.5")
+        if number("alpha") < 0:  # eq. (15): the consensus expert's weight
+            raise ValueError(f"MLTFR option alpha (the consensus expert's weight, eq. 15) must be >= 0, not "
+                             f"{self.alpha!r}; the paper uses 0.2, the authors' configs 0.01-0.2")
         if self.trainable_tables and self.precision != "float32":
             raise ValueError("trainable_tables needs precision='float32' (Adam on bfloat16 tables loses the updates); "
                              "drop precision=bfloat16 or trainable_tables")
