@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -36,16 +35,7 @@ TESTS = Path(__file__).resolve().parent
 SPAWN = multiprocessing.get_context("spawn")
 
 
-@pytest.fixture
-def tiny_file(tmp_path):
-    rng = np.random.default_rng(0)
-    lines = []
-    for user in range(40):
-        start, length = int(rng.integers(1, 25)), int(rng.integers(4, 10))
-        lines.append(" ".join([f"u{user}"] + [f"i{(start + step) % 25 + 1}" for step in range(length)]))
-    path = tmp_path / "tiny.txt"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from test_store import tiny_file  # noqa: F401  (the fixture: 40 users with a learnable cyclic pattern)
 
 
 def spec(path, seed=0, epochs=3, **train):
