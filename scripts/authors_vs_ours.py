@@ -8,7 +8,8 @@ For each configuration ("authors": their split without a validation item, their 
 behaviours, per-backbone settings; "ours": validation selects) and backbone, W/O and MLTFR over the
 seeds: ``test`` (validation-selected; the authors' split has no validation item, so it has none) and
 ``test_oracle`` (the best test epoch: test-selected (authors' protocol, optimistic)), each as
-mean ± std, Imp. (%) (the paper's geometric-mean definition) for both, and the paper's figures.
+mean ± std, Imp. (%) (the paper's geometric-mean definition) and the paired t-test's p over seeds
+(NDCG@20) for both, and the paper's figures.
 Missing runs are trained (``--executor``); stored ones are read. ``--csv`` saves the raw frame.
 """
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from mltfrkit.experiments import PAPER_TABLE2, Experiment, improvement
+    from mltfrkit.experiments import PAPER_TABLE2, Experiment, improvement, paired_p
     from mltfrkit.train.trainer import ORACLE_LABEL
 
     options = {}
@@ -98,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
                 row["paper HR@20"], row["paper NDCG@20"] = paper[method]
             rows.append(row)
         base, other = group[group["method"] == "W/O"], group[group["method"] == "MLTFR"]
+        paired = base.merge(other, on="seed", suffixes=("_wo", "_mltfr"))  # the seeds both have
         for prefix, label in (("", "test"), ("oracle ", "oracle")):
             imp = improvement(base[f"{prefix}HR@20"].mean(), base[f"{prefix}NDCG@20"].mean(),
                               other[f"{prefix}HR@20"].mean(), other[f"{prefix}NDCG@20"].mean())
             rows[-1][f"Imp. {label} (%)"] = round(imp, 1) if imp == imp else "-"
+            p = paired_p(paired[f"{prefix}NDCG@20_wo"].dropna().tolist(), paired[f"{prefix}NDCG@20_mltfr"].dropna().tolist())
+            rows[-1][f"p {label} NDCG@20"] = round(p, 3) if p == p else "-"
         if paper:
             rows[-1]["paper Imp. (%)"] = round(improvement(*paper["W/O"], *paper["MLTFR"]), 1)
     table = pd.DataFrame(rows).astype(object).fillna("")
