@@ -281,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train every missing run of an experiment (a notebook then reads them all)",
                            description=cmd_sweep.__doc__)
     sweep.add_argument("experiment", choices=GRIDS,
-                       help="a notebook's grid (ablation = Table 3 + noise x K; all = every notebook's)")
+                       help="a notebook's grid (ablation = Table 3 + noise x K; all = every notebook's but reproduction_gap)")
     sweep.add_argument("--dataset", default="ml-100k")
     sweep.add_argument("--data-dir", default=None)
     sweep.add_argument("--profile", choices=["quick", "paper"], default="quick")
