@@ -136,7 +136,8 @@ PROFILES = {
 
 
 # Experiments whose runs `Experiment.grid` / `mltfrkit sweep` know ("ablation" = the ablation notebook's
-# two grids, Table 3 and noise x K; "all" = the runs of every notebook but the reproduction gap, whose ladder is a study of its own).
+# two grids, Table 3 and noise x K; "all" = the runs of every notebook but the reproduction gap, whose
+# ladder is a study of its own).
 GRIDS = ("table2", "ablation", "table3", "noise_ablation", "expert_sweep", "te_vs_re", "reproduction_gap", "all")
 
 # Table 3's comparison runs the other way round from Table 2's: the ablated model against the full
