@@ -311,6 +311,44 @@ class Experiment:
         return self.dataset if self.profile == "quick" else f"{self.dataset}-{self.profile}"
 
     @property
+    def reduced(self) -> bool:
+        """True unless these are the paper profile's settings: another profile, fewer epochs or seeds, or a
+        smaller vocabulary cap, Fisher sample or expert count than the paper profile's."""
+        paper = PROFILES["paper"]
+        if self.profile != "paper" or self.epochs < paper.epochs or len(self.seeds) < len(paper.seeds):
+            return True
+        return any(isinstance(self.mltfr.get(key), (int, float)) and self.mltfr[key] < value
+                   for key, value in paper.mltfr.items())
+
+    def settings_note(self) -> str:
+        """What a table or figure was made under, e.g. "quick profile: 2 epochs, 1 seed; reduced, not the
+        paper's settings" or "paper profile, 3 seeds"; MLTFR options given on top of the profile are named,
+        and the ``authors`` configuration adds the test-selection label."""
+        seeds = f"{len(self.seeds)} seed{'' if len(self.seeds) == 1 else 's'}"
+        overrides = [f"{key}={value}" for key, value in (self.mltfr_options or {}).items()
+                     if self.settings.mltfr.get(key) != value]
+        if self.reduced:
+            epochs = f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}"
+            note = f"{self.profile} profile: " + ", ".join([epochs, seeds, *overrides])
+            note += "; reduced, not the paper's settings"
+        else:
+            note = ", ".join([f"{self.profile} profile", seeds, *overrides])
+        if self.configuration == "authors":
+            note += f"; {ORACLE_LABEL}"
+        return note
+
+    def caption(self, what: str) -> str:
+        """A table's caption naming the dataset and the settings, e.g. "Table 2 on ml-100k (quick profile:
+        2 epochs, 1 seed; reduced, not the paper's settings)": a number made under a reduced profile or
+        test-selected must never be read as a paper-profile result."""
+        return f"{what} on {self.dataset} ({self.settings_note()})"
+
+    @property
+    def title_tag(self) -> str:
+        """The settings for a figure's title, appended after "... on <dataset>": " (quick profile: ...)"."""
+        return f" ({self.settings_note()})"
+
+    @property
     def paper_dataset(self) -> str | None:
         return self.dataset if self.dataset in PAPER_TABLE2 else None
 

@@ -2,13 +2,19 @@
 
 Every ``plot_*`` returns a matplotlib Figure; :func:`save_figure` writes it as PNG and PDF into
 ``figures/`` (or ``$MLTFR_FIGURES_DIR``) with the dataset in the file name, e.g.
-``figures/table2-ml-100k.png``; :func:`save_table` writes the table beside it as CSV.
+``figures/table2-ml-100k.png``; :func:`save_table` writes the table beside it as CSV. Each ``plot_*``
+takes a ``title_tag`` (:attr:`mltfrkit.experiments.Experiment.title_tag`) that names the profile in the
+title, so a figure made under a reduced profile says so wherever it is pasted.
+
+The notebooks show tables through :func:`readable` (mean ± std, the paper's figure beside ours, no empty
+columns); the CSV keeps the raw frame, one number per cell.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +44,21 @@ def save_figure(fig, name: str, dataset: str, directory: str | os.PathLike | Non
     return paths
 
 
+def _suptitle(fig, text: str, **kwargs) -> None:
+    """The figure's title, wrapped to the figure's width (a profile tag makes it long): about 10
+    characters per inch at the default 12 points."""
+    points = kwargs.get("fontsize", 12)
+    points = points if isinstance(points, (int, float)) else 12
+    fig.suptitle(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 10 * 12 / points)), break_on_hyphens=False),
+                 **kwargs)
+
+
 def _errors(frame: pd.DataFrame, metric: str):
     column = f"{metric} std"
     return frame[column].to_numpy() if column in frame else None
 
 
-def plot_te_vs_re(table: pd.DataFrame, dataset: str):
+def plot_te_vs_re(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Fig. 1: LLM-TE and LLM-RE bars per token source, the backbone without LLM as a dashed line."""
     plt = _plt()
     backbone = table["backbone"].iloc[0]
@@ -65,12 +80,12 @@ def plot_te_vs_re(table: pd.DataFrame, dataset: str):
         ax.set_ylabel(metric)
         ax.set_title(metric)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"LLM-TE vs LLM-RE ({backbone}) on {dataset}")
+    _suptitle(fig, f"LLM-TE vs LLM-RE ({backbone}) on {dataset}{title_tag}")
     fig.tight_layout()
     return fig
 
 
-def _paired_bars(table: pd.DataFrame, labels: tuple[str, str], dataset: str, title: str):
+def _paired_bars(table: pd.DataFrame, labels: tuple[str, str], dataset: str, title: str, title_tag: str = ""):
     plt = _plt()
     backbones = table["backbone"].tolist()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(max(7.0, 3 + 1.6 * len(backbones)), 3.8), squeeze=False)
@@ -89,22 +104,22 @@ def _paired_bars(table: pd.DataFrame, labels: tuple[str, str], dataset: str, tit
         ax.set_ylabel(metric)
         ax.set_title(metric)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"{title} on {dataset}")
+    _suptitle(fig, f"{title} on {dataset}{title_tag}")
     fig.tight_layout()
     return fig
 
 
-def plot_table2(table: pd.DataFrame, dataset: str):
+def plot_table2(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Table 2 as grouped bars: without vs with MLTFR per backbone (paper's figures as ticks)."""
-    return _paired_bars(table, ("W/O", "MLTFR"), dataset, "Table 2")
+    return _paired_bars(table, ("W/O", "MLTFR"), dataset, "Table 2", title_tag)
 
 
-def plot_ablation(table: pd.DataFrame, dataset: str):
+def plot_ablation(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Table 3 as grouped bars: full MLTFR vs without the consensus expert."""
-    return _paired_bars(table, ("Full", "w/o SC"), dataset, "Table 3")
+    return _paired_bars(table, ("Full", "w/o SC"), dataset, "Table 3", title_tag)
 
 
-def plot_noise_ablation(table: pd.DataFrame, dataset: str):
+def plot_noise_ablation(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Selection-noise ablation: one line per noise mode over K."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(9, 3.6), squeeze=False)
@@ -116,12 +131,12 @@ def plot_noise_ablation(table: pd.DataFrame, dataset: str):
         ax.set_ylabel(metric)
         ax.set_title(metric)
     axes[0][0].legend(title="noise", fontsize=8)
-    fig.suptitle(f"selection noise x K on {dataset}")
+    _suptitle(fig, f"selection noise x K on {dataset}{title_tag}")
     fig.tight_layout()
     return fig
 
 
-def plot_expert_sweep(table: pd.DataFrame, dataset: str):
+def plot_expert_sweep(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Fig. 3: HR@20 / NDCG@20 over the number of experts, one line per backbone."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(9, 3.6), squeeze=False)
@@ -135,7 +150,7 @@ def plot_expert_sweep(table: pd.DataFrame, dataset: str):
         ax.set_ylabel(metric)
         ax.set_title(metric)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(f"number of experts on {dataset}")
+    _suptitle(fig, f"number of experts on {dataset}{title_tag}")
     fig.tight_layout()
     return fig
 
@@ -189,8 +204,8 @@ def plot_reproduction_gap(table: pd.DataFrame, dataset: str, title_tag: str = ""
         ax.set_title(backbone)
         if "W/O 2-round Imp. (%)" in rows:
             ax.legend(fontsize=8)
-    fig.suptitle(f"From the paper as run to our protocol on {dataset}{title_tag}  "
-                 "(* test-selected, optimistic; red: change beyond 2 SE of seed noise)", fontsize=9)
+    _suptitle(fig, f"From the paper as run to our protocol on {dataset}{title_tag}  "
+              "(* test-selected, optimistic; red: change beyond 2 SE of seed noise)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -202,3 +217,97 @@ def save_table(table: pd.DataFrame, name: str, dataset: str, directory: str | os
     path = directory / f"{name}-{re.sub(r'[^A-Za-z0-9._+-]+', '_', dataset)}.csv"
     table.to_csv(path, index=False)
     return path
+
+
+# -- tables for reading -------------------------------------------------------------------------
+# Spreads whose column is not "<column> std": the reproduction gap's Imp. and its rung-to-rung change.
+SPREADS = {"Imp. (%)": "Imp. std over seeds", "change in Imp. (pp)": "change SE (pp)"}
+SPREAD_LABELS = {"change SE (pp)": " ± SE"}  # the ± is a standard error there, and the header says so
+
+
+def _kind(name: str, values: pd.Series) -> str:
+    """How a column is shown: "bool", "int", "text", "p" (3 decimals), "pct" (1, signed), "metric" (4)."""
+    present = values.dropna()
+    if pd.api.types.is_bool_dtype(values) or (len(present) and present.map(
+            lambda v: isinstance(v, (bool, np.bool_))).all()):
+        return "bool"
+    if pd.api.types.is_integer_dtype(values):
+        return "int"
+    if not pd.api.types.is_numeric_dtype(values):
+        return "text"
+    if re.match(r"(paper )?p[ (]", name):
+        return "p"
+    if "(%)" in name or "(pp)" in name or name.startswith("Imp."):
+        return "pct"
+    if not re.search(r"@\d", name) and len(present) and present.map(lambda v: float(v).is_integer()).all():
+        return "int"  # a count that went through a float (a NaN elsewhere, a mean of equal ints)
+    return "metric"
+
+
+def _formatter(kind: str, spread: bool = False):
+    if kind == "p":
+        return lambda v: "<0.001" if v < 0.001 else f"{v:.3f}"
+    if kind == "pct":
+        return (lambda v: f"{v:.1f}") if spread else (lambda v: f"{v:+.1f}")
+    if kind == "int":
+        return lambda v: f"{int(v)}"
+    if kind == "bool":
+        return lambda v: "yes" if v else "no"
+    if kind == "metric":
+        return lambda v: f"{v:.4f}"
+    return str
+
+
+def readable(table: pd.DataFrame, caption: str, columns: list[str] | None = None):
+    """A table of :mod:`mltfrkit.experiments` as a pandas Styler for reading in a notebook.
+
+    Why: the raw frames carry one number per cell (what :func:`save_table` writes as CSV, for code to
+    read), which on screen means 20-odd columns of 17-digit floats, a ``std`` column beside every mean,
+    NaN columns wherever a single seed leaves a std or a p-value undefined or the dataset is not one of the
+    paper's, and the paper's figure far from ours. Here, without changing a number:
+
+    * every ``X`` with an ``X std`` column (and the reproduction gap's ``Imp. (%)`` / ``Imp. std over
+      seeds``, ``change in Imp. (pp)`` / ``change SE (pp)``, the latter headed ``... ± SE``) becomes one text
+      column "0.0412 ± 0.0019", or "0.0412" where the std is NaN (one seed); the spread columns go;
+    * columns that are NaN throughout are dropped (p-values with fewer than 3 seeds, paper columns of a
+      dataset the paper does not have);
+    * ``paper X`` sits right after ``X`` (``W/O HR@20``, ``paper W/O HR@20``, ``W/O NDCG@20``, ...), every
+      other column keeps its order;
+    * HR/NDCG and other metrics show 4 decimals, percentages (``(%)``, ``(pp)``) 1 decimal with a sign,
+      p-values 3 decimals (``<0.001`` below), counts as integers, booleans as yes/no, NaN as blank;
+    * ``caption`` is set (:meth:`mltfrkit.experiments.Experiment.caption` names the dataset and profile)
+      and the index is hidden.
+
+    ``columns`` keeps only those columns, in that order (each with its spread and paper companions).
+    """
+    frame = table.copy()
+    spreads = {c: f"{c} std" for c in frame.columns if f"{c} std" in frame.columns}
+    spreads.update({c: s for c, s in SPREADS.items() if c in frame.columns and s in frame.columns})
+    if columns is not None:
+        keep = [part for c in columns if c in frame.columns for part in (c, spreads.get(c), f"paper {c}")]
+        frame = frame[[c for c in dict.fromkeys(keep) if c is not None and c in frame.columns]]
+    frame = frame.dropna(axis=1, how="all")
+    spreads = {c: s for c, s in spreads.items() if c in frame.columns and s in frame.columns}
+    hidden = set(spreads.values())
+    order = []
+    for column in frame.columns:
+        if column in hidden or (column.startswith("paper ") and column[len("paper "):] in frame.columns):
+            continue
+        order.append(column)
+        if f"paper {column}" in frame.columns:
+            order.append(f"paper {column}")
+    kinds = {column: _kind(column, frame[column]) for column in order}
+    shown = frame[order].copy()
+    renames = {}
+    for column, spread in spreads.items():
+        mean_text, spread_text = _formatter(kinds[column]), _formatter(kinds[column], spread=True)
+        shown[column] = ["" if pd.isna(m) else mean_text(m) if pd.isna(s) else f"{mean_text(m)} ± {spread_text(s)}"
+                         for m, s in zip(frame[column], frame[spread])]
+        if spread in SPREAD_LABELS:
+            renames[column] = column + SPREAD_LABELS[spread]
+    formats = {column: _formatter(kind) for column, kind in kinds.items() if column not in spreads}
+    styler = shown.rename(columns=renames).style.format(
+        {renames.get(c, c): f for c, f in formats.items()}, na_rep="")
+    return (styler.hide(axis="index").set_caption(caption)
+            .set_table_styles([{"selector": "caption",
+                                "props": "caption-side: top; text-align: left; font-weight: bold;"}]))
