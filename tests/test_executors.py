@@ -442,3 +442,15 @@ def test_unknown_executor_is_refused():
     with pytest.raises(ValueError, match="only applies to executor 'ray'"):
         make_executor("processes", ray_address="auto")
     assert make_executor("processes", workers=3, threads=2).workers == 3
+
+
+def test_parallel_executors_start_the_costliest_runs_first(tiny_file):
+    """Longest processing time first: MLTFR (and two-round) runs start before plain ones, ties in grid order."""
+    from mltfrkit.executors import longest_first
+
+    train = TrainConfig(epochs=3, device="cpu")
+    specs = [RunSpec(str(tiny_file), train=train), RunSpec(str(tiny_file), train=train, plugin="mltfr"),
+             RunSpec(str(tiny_file), train=TrainConfig(epochs=3, device="cpu", seed=1)),
+             RunSpec(str(tiny_file), train=train, schedule="two_round")]
+    jobs = [RunJob(spec, "root", None, f"dir{index}", None) for index, spec in enumerate(specs)]
+    assert longest_first(jobs) == [1, 3, 0, 2]
