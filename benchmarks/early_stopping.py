@@ -108,8 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for dataset in args.datasets:
         for seed in args.seeds:
+            # No early stopping: patience = epochs under plain patience (the relative default would wait as
+            # long; plain keeps the keys of the curves stored before it became the default)
             spec = RunSpec(dataset, args.backbone, train=TrainConfig(epochs=args.epochs, patience=args.epochs,
-                                                                      seed=seed, test_every_epoch=True))
+                                                                      patience_relative=0.0, seed=seed,
+                                                                      test_every_epoch=True))
             result = store.ensure(spec)
             if args.train_only:
                 continue
