@@ -315,7 +315,9 @@ def run_ours(split, seed: int, epochs: int, workdir: Path, windows: str = "all",
     spec = RunSpec(dataset="ml-100k", backbone="sasrec",
                    model={"hidden_size": HIDDEN, "n_layers": LAYERS, "n_heads": HEADS, "dropout": DROPOUT,
                           "max_len": MAX_LEN, "loss": "bpr"},
-                   train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=LR, patience=PATIENCE, valid_metric=METRIC,
+                   # plain patience, as RecBole stops (its stopping_step), not our relative default
+                   train=TrainConfig(epochs=epochs, batch_size=batch_size, lr=LR, patience=PATIENCE, patience_relative=0.0,
+                                     valid_metric=METRIC,
                                      ks=(K,), seed=seed, device="cpu", exclude_history=False, windows=windows,
                                      stride=stride if windows == "all" else None))
     run_dir = run_dir_for(spec, split, workdir)
