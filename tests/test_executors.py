@@ -225,14 +225,10 @@ def test_a_worker_that_cannot_see_the_store_fails_fast(tiny_file, tmp_path):
 
 
 def test_wo_sc_in_the_same_grid_is_recorded_from_its_full_run(tiny_file, tmp_path):
-    from test_store import SOURCES, link_cached_inputs
+    from test_store import SOURCES, full_and_ablated, link_cached_inputs
 
     link_cached_inputs(SOURCES)
-    options = {"llms": SOURCES, "n_experts": 2, "max_vocab": 300, "fisher_samples": 8}
-    full = RunSpec(str(tiny_file), train=TrainConfig(epochs=1, device="cpu"), plugin="mltfr",
-                   model={"hidden_size": 16, "n_layers": 1, "n_heads": 1}, plugin_options=options)
-    ablated = RunSpec(str(tiny_file), train=full.train, plugin="mltfr", model=full.model,
-                      plugin_options={**options, "consensus": False})
+    full, ablated = full_and_ablated(tiny_file, epochs=1)
     messages = []
     store = ResultStore(tmp_path / "runs", progress=False, log=messages.append,
                         executor=ProcessExecutor(workers=2, threads=1))

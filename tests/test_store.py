@@ -162,17 +162,23 @@ def test_experiment_tables_and_figures(tiny_file, tmp_path):
     json.dumps(table.to_dict())  # plain numbers only
 
 
+def full_and_ablated(path, epochs: int) -> tuple[RunSpec, RunSpec]:
+    """A tiny full MLTFR run (two 384-d sources: a consensus expert) and its w/o SC ablation."""
+    options = {"llms": SOURCES, "n_experts": 2, "max_vocab": 300, "fisher_samples": 8}
+    full = RunSpec(str(path), train=TrainConfig(epochs=epochs, device="cpu"), plugin="mltfr",
+                   model={"hidden_size": 16, "n_layers": 1, "n_heads": 1}, plugin_options=options)
+    ablated = RunSpec(str(path), train=full.train, plugin="mltfr", model=full.model,
+                      plugin_options={**options, "consensus": False})
+    return full, ablated
+
+
 def test_without_consensus_is_round_one_of_the_full_run(tiny_file, tmp_path):
     """The store records w/o SC from the full run's round 1 instead of training it; training it
     for real must give exactly the same curve and metrics, or that shortcut would be wrong."""
     link_cached_inputs(SOURCES)
     from mltfrkit.runs import load_trained
 
-    options = {"llms": SOURCES, "n_experts": 2, "max_vocab": 300, "fisher_samples": 8}
-    full = RunSpec(str(tiny_file), train=TrainConfig(epochs=2, device="cpu"), plugin="mltfr",
-                   model={"hidden_size": 16, "n_layers": 1, "n_heads": 1}, plugin_options=options)
-    ablated = RunSpec(str(tiny_file), train=full.train, plugin="mltfr", model=full.model,
-                      plugin_options={**options, "consensus": False})
+    full, ablated = full_and_ablated(tiny_file, epochs=2)
     store = ResultStore(tmp_path / "runs", progress=False, log=None)
     full_result = store.ensure(full)
     assert full_result["rounds"] == 2
