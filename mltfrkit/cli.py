@@ -110,8 +110,7 @@ def check_output_paths(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mltfrkit.runs import run_training, store_root
-
+    from mltfrkit.runs import run_training
     from mltfrkit.store import ResultStore
     from mltfrkit.train import write_result
 
@@ -119,28 +118,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     check_output_paths(args)
     # A stored run that answers for this spec (the same run tracked on test, or one whose stopping replays
     # alike: ResultStore.get) is read, not trained again; otherwise train (or resume) it.
-    result = ResultStore(store_root(args.runs_dir), args.data_dir, progress=False, log=None).get(spec)
+    store = ResultStore(args.runs_dir, args.data_dir, progress=False, log=None)  # its root: store_root(runs_dir)
+    result = store.get(spec)
     if result is not None:
         print(f"stored: {result['run_dir']}" + (f" ({result['equivalent_stopping']})"
                                                 if result.get("equivalent_stopping") else ""))
         if args.out:
             write_result(args.out, result)
     else:
-        result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store_root(args.runs_dir),
-                              progress=not args.no_progress)
+        result = run_training(spec, data_dir=args.data_dir, out=args.out, root=store.root,
+                              progress=not args.no_progress, split=store.split(spec.dataset))
     test = result["test"]
     if test is not None:
         round_note = f"round {result['selected_round']}, " if result.get("selected_round") else ""
         print(f"best epoch {result['best_epoch']} ({round_note}validation NDCG@20 "
               f"{result['best_valid'].get('NDCG@20', 0):.5f})")
-        print("test  " + "  ".join(f"{k} {v:.5f}" for k, v in test.items()))
+        print("test  " + "  ".join(f"{k} {v:.5f}" for k, v in _by_cutoff(test)))
     oracle = result.get("test_oracle")
     if oracle:
         print(f"{oracle['label']}: epoch {oracle['epoch']}" + (f" of round {oracle['round']}" if "round" in oracle else ""))
-        print("test_oracle  " + "  ".join(f"{k} {v:.5f}" for k, v in oracle["metrics"].items()))
+        print("test_oracle  " + "  ".join(f"{k} {v:.5f}" for k, v in _by_cutoff(oracle["metrics"])))
     if args.out:
         print(f"result written to {args.out}")
     return 0
+
+
+def _by_cutoff(metrics: dict) -> list[tuple[str, float]]:
+    """HR@5 NDCG@5 HR@10 ...: a stored result read back from JSON has its keys sorted alphabetically."""
+    return sorted(metrics.items(), key=lambda item: (int(item[0].rsplit("@", 1)[1]), item[0]))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -183,7 +183,7 @@ def run_training(spec: RunSpec, data_dir: str | os.PathLike | None = None, out: 
 
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     run_dir = run_dir_for(spec, split, root)
-    ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")  # a clear error, before the lock's
+    ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")  # before training and the lock
     with run_lock(run_dir, log=log):
         stored = run_dir / "result.json"
         result = read_result(stored)  # None when missing, or invalid (named in a warning): resumed below
@@ -202,8 +202,7 @@ def _train_unlocked(spec: RunSpec, data_dir: str | os.PathLike | None = None, ou
     """The training itself; only :func:`run_training` calls it, with the run's lock held."""
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
     config = spec.to_dict(split.source_sha256)
-    run_dir = run_dir_for(spec, split, root)
-    ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")  # before training, not after epoch 1
+    run_dir = run_dir_for(spec, split, root)  # checked (ensure_directory) by run_training, before its lock
     model, plugin = build_model(spec, split.n_items)
     if log:
         stats = split.stats()

@@ -118,16 +118,19 @@ class ResultStore:
         answers for the same spec under ``patience_relative`` when replaying the new rule on its stored
         validation curves stops every round at the same epoch: training is deterministic given the seed
         and the epoch, so that run is exactly what the new rule would train (``equivalent_stopping`` says
-        so in the result). On Pantry, where the best epoch is below the patience, this is every run."""
+        so in the result). Where every round's best epoch is at most the patience, this always holds."""
         legacy = self._plain_patience(spec)
-        for candidate in (spec, self._tracked(spec), legacy, legacy and self._tracked(legacy)):
+        candidates = [(spec, False), (self._tracked(spec), False)]
+        if legacy is not None:
+            candidates += [(legacy, True), (self._tracked(legacy), True)]
+        for candidate, replayed in candidates:
             if candidate is None:
                 continue
             path = self.run_dir(candidate) / RESULT
             result = read_result(path)
             if result is None:
                 continue
-            if candidate in (legacy, legacy and self._tracked(legacy)):
+            if replayed:
                 if not stops_alike(result, spec.train):
                     continue
                 result["equivalent_stopping"] = (f"trained with plain patience {spec.train.patience}; "
@@ -248,8 +251,7 @@ class ResultStore:
             self.root.mkdir(parents=True, exist_ok=True)
             token = store_id(self.root) if executor.remote else None
             order = list(to_train)
-            jobs = [RunJob(job_specs.get(d, specs[to_train[d][0]]), str(self.root), _as_str(self.data_dir), str(d),
-                           token) for d in order]
+            jobs = [RunJob(job_specs[d], str(self.root), _as_str(self.data_dir), str(d), token) for d in order]
             bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not self.progress)
             undecided: dict[Path, list[int]] = {}  # w/o SC whose full run had no round 1 to record
             try:

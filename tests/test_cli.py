@@ -53,6 +53,23 @@ def test_store_finds_a_run_started_from_the_command_line(tmp_path, capsys):
     assert stored["config"]["train"]["seed"] == 3 and stored["run_dir"].startswith(str(store.root))
 
 
+def test_train_reads_a_stored_run_that_answers_for_it(tmp_path, capsys, monkeypatch):
+    """A run trained with per-epoch test answers `mltfrkit train` without it: nothing is trained again."""
+    import mltfrkit.runs as runs
+
+    base = ["train", "--dataset", str(seq_file(tmp_path)), "--epochs", "1", "--runs-dir", str(tmp_path / "runs"),
+            "--no-progress", "--set", "n_layers=1"]
+    assert main(base + ["--test-every-epoch"]) == 0
+    first = capsys.readouterr().out
+    monkeypatch.setattr(runs, "fit", lambda *a, **k: pytest.fail("trained a run the store has"))
+    assert main(base + ["--out", str(tmp_path / "r.json")]) == 0
+    again = capsys.readouterr().out
+    assert again.startswith("stored: ") and str(tmp_path / "runs") in again
+    assert [line for line in again.splitlines() if line.startswith("test ")] == \
+        [line for line in first.splitlines() if line.startswith("test ")]
+    assert json.loads((tmp_path / "r.json").read_text())["config"]["train"]["test_every_epoch"] is True
+
+
 def test_evaluate_rescores_a_stored_run_under_another_protocol(tmp_path, capsys):
     (tmp_path / "Pantry.txt").write_text("".join(f"{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n"
                                                  for u in range(20)))
