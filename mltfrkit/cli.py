@@ -162,6 +162,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = {}
     if args.experts and args.experiment == "expert_sweep":
         options["experts"] = args.experts
+    if args.controls is not None:
+        if args.experiment != "table2":
+            print("mltfrkit: error: --controls applies to the table2 grid only", file=sys.stderr)
+            return 2
+        options["controls"] = args.controls
     try:
         results = exp.sweep(args.experiment, **options)
     except GridFailed as failed:
@@ -295,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--epochs", type=int, default=None, help="default: the profile's")
     sweep.add_argument("--llms", default=None, help="vocab preset, or sources separated by commas")
     sweep.add_argument("--experts", nargs="+", type=int, default=None, help="expert_sweep: the values of m")
+    sweep.add_argument("--controls", nargs="*", choices=["wo2", "mltfr_re"], default=None,
+                       help="table2: its control columns (W/O 2-round, MLTFR-RE; default: the profile's, wo2; "
+                            "none given = none)")
     sweep.add_argument("--plugin-set", action="append", default=[], type=key_value, metavar="KEY=VALUE",
                        help="MLTFR option on top of the profile's (the notebooks' mltfr_options)")
     sweep.add_argument("--configuration", choices=CONFIGURATIONS, default="ours",

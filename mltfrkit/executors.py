@@ -226,6 +226,11 @@ class LocalExecutor:
                 torch.set_num_threads(previous)
 
 
+class WorkersCannotStart(RuntimeError):
+    """Every worker of a process pool died before it started a run (typically a script without a
+    ``__main__`` guard, which spawned workers re-execute): retrying would loop forever."""
+
+
 class ProcessExecutor:
     """``workers`` spawned processes, each with ``threads`` torch threads (concurrent.futures).
 
@@ -255,6 +260,7 @@ class ProcessExecutor:
             job.threads = self.threads
         pending = {index: jobs[index] for index in longest_first(jobs)}
         attempts = {index: 0 for index in pending}
+        startless = 0  # pools that broke before any run started in them
         while pending:
             pool = ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=context,
                                        initializer=_init_worker, initargs=(self.threads,))
@@ -289,6 +295,15 @@ class ProcessExecutor:
                         process.terminate()
                 pool.shutdown(wait=True, cancel_futures=True)
             if broken:
+                started = [index for index in pending if _log_size(jobs[index]) > log_sizes[index]]
+                startless = 0 if started else startless + 1
+                if startless > self.max_retries:
+                    raise WorkersCannotStart(
+                        f"the worker processes died {startless} times before starting any run. Spawned workers "
+                        f"re-import the main module: in a script, put the code that runs the grid under "
+                        f"`if __name__ == \"__main__\":` (Python's multiprocessing 'safe importing of main "
+                        f"module'); otherwise look for an import error in the workers' output above, or use "
+                        f"executor='local'")
                 for index in list(pending):
                     if _log_size(jobs[index]) > log_sizes[index]:  # it had started in the pool that broke
                         attempts[index] += 1
@@ -473,4 +488,5 @@ def make_executor(executor: "str | LocalExecutor | ProcessExecutor | RayExecutor
 
 
 __all__ = ["EXECUTORS", "GridFailed", "LocalExecutor", "ProcessExecutor", "RayExecutor", "RunError", "RunFailure",
+           "WorkersCannotStart",
            "RunJob", "StoreNotVisible", "check_store_visible", "describe_spec", "make_executor", "store_id", "train_job"]

@@ -13,7 +13,7 @@ method                 what                                                     
 ``reproduction_gap``   the authors' configuration to ours, one switch per rung     (ours)
 =====================  ==========================================================  ============
 
-Profiles: ``quick`` (a few epochs, vocabularies capped at 4,000 tokens, one seed: minutes on a laptop
+Profiles: ``quick`` (early-stopped runs, vocabularies capped at 2,000 tokens, one seed: minutes on a laptop
 CPU) and ``paper`` (the paper's settings: early stopping on validation NDCG@20, four experts, three
 seeds; vocabularies capped at 16,000 tokens per source for CPU budgets). Any explicit argument
 overrides the profile; ``mltfrkit train --profile paper`` starts the same runs by hand.
@@ -25,7 +25,7 @@ dataset is one of the paper's; they come from the paper's own tables, not from t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -115,15 +115,19 @@ class Profile:
     te_sources: int  # how many sources of the preset Fig. 1 compares
     noise_top_ks: tuple[int, ...]
     max_experts: int
+    table2_controls: tuple[str, ...] = ("wo2",)  # Table 2's control columns (:data:`CONTROLS`)
 
 
 PROFILES = {
     # n_experts=3: the first three offline sources include two same-width tables, so the
     # consensus expert (and with it the w/o SC ablation) exists even in the quick profile.
     # Sized so that the whole batch run (`make run`) stays under 20 minutes on a 2-core CPU.
-    "quick": Profile("quick", epochs=2, patience=10, seeds=(0,), backbones=("sasrec",), llms="offline",
-                     mltfr={"n_experts": 3, "max_vocab": 4000, "fisher_samples": 32}, te_sources=3,
-                     noise_top_ks=(1,), max_experts=6),
+    # Every run early-stopped (epochs is only a cap), in the cheap MLTFR setting (2,000 tokens per source,
+    # bfloat16 tables: README "Making MLTFR cheap"), with the grids trimmed to what fits: Fig. 1 on two
+    # sources, Fig. 3 for m = 1..3. Numbers are real but reduced: every caption says so.
+    "quick": Profile("quick", epochs=200, patience=10, seeds=(0,), backbones=("sasrec",), llms="offline",
+                     mltfr={"n_experts": 3, "max_vocab": 2000, "precision": "bfloat16", "fisher_samples": 32},
+                     te_sources=2, noise_top_ks=(1,), max_experts=3),
     # The paper's settings, with two CPU budgets: each source capped at its first 16,000 kept tokens
     # (uncapped, the exact straight-through gradient over all 359k tokens of 4 offline experts costs
     # about 20x a SASRec step here; see README "Making MLTFR cheap") and Fisher estimated on 256 users.
@@ -143,6 +147,20 @@ GRIDS = ("table2", "ablation", "table3", "noise_ablation", "expert_sweep", "te_v
 # Table 3's comparison runs the other way round from Table 2's: the ablated model against the full
 # one, so a negative value means the consensus expert helps.
 ABLATION_IMP = "w/o SC vs Full (%)"
+
+
+# The controls of MLTFR's gain that Table 2 and the reproduction-gap ladder can show beside it.
+CONTROLS = {"wo2": "W/O 2-round", "mltfr_re": "MLTFR-RE"}
+
+
+def schedule_matched(wo: RunSpec, mltfr: RunSpec) -> RunSpec:
+    """The W/O 2-round control: the backbone alone (``wo``'s model, no plug-in) trained with exactly
+    ``mltfr``'s schedule: its training config, two rounds with the optimizer reset between them, round 2
+    continued or restarted and the reported round chosen as MLTFR's round options say. MLTFR trains twice,
+    so it gets more epochs and a fresh optimizer that W/O never gets; this baseline gets them too."""
+    config = mltfr.mltfr_config()
+    return replace(wo, train=mltfr.train, schedule="two_round_restart" if config.round2 == "restart" else "two_round",
+                   round_selection=config.round_selection)
 
 
 def improvement(hr_base: float, ndcg_base: float, hr: float, ndcg: float) -> float:
@@ -329,7 +347,13 @@ class Experiment:
                      if self.settings.mltfr.get(key) != value]
         if self.reduced:
             epochs = f"{self.epochs} epoch{'' if self.epochs == 1 else 's'}"
-            note = f"{self.profile} profile: " + ", ".join([epochs, seeds, *overrides])
+            if self.settings.patience < self.epochs:  # early stopping ends the runs; the epochs are a cap
+                epochs = f"early-stopped, at most {epochs}"
+            paper = PROFILES["paper"].mltfr
+            smaller = [f"{key}={self.mltfr[key]}" for key, value in paper.items()
+                       if isinstance(self.mltfr.get(key), (int, float)) and self.mltfr[key] < value]
+            smaller += [f"{key}={value}" for key, value in self.settings.mltfr.items() if key not in paper]
+            note = f"{self.profile} profile: " + ", ".join(dict.fromkeys([epochs, seeds, *smaller, *overrides]))
             note += "; reduced, not the paper's settings"
         else:
             note = ", ".join([f"{self.profile} profile", seeds, *overrides])
@@ -382,15 +406,59 @@ class Experiment:
         return summarise(records, ["backbone", "source", "method"])
 
     # -- Table 2 -------------------------------------------------------------------------
-    def _table2_specs(self) -> list[RunSpec]:
-        return [self.spec(b, plugin, seed=s) for b in self.backbones for plugin in ("none", "mltfr")
-                for s in self.seeds]
+    def controls(self, backbone: str, seed: int) -> dict[str, RunSpec]:
+        """The two controls of MLTFR's gain (issue "Where the paper's gain comes from", sections 2 and 2b)
+        under this experiment's configuration: ``wo2``, the backbone alone trained on MLTFR's schedule
+        (:func:`schedule_matched`), and ``mltfr_re``, MLTFR with every expert's table replaced by a seeded
+        random matrix of the same shape and row norms (``tables="random"``)."""
+        mltfr, wo = self.spec(backbone, "mltfr", seed=seed), self.spec(backbone, "none", seed=seed)
+        return {"wo2": schedule_matched(wo, mltfr),
+                "mltfr_re": replace(mltfr, plugin_options={**mltfr.plugin_options, "tables": "random"})}
 
-    def table2(self) -> pd.DataFrame:
+    def _table2_specs(self, controls=None) -> list[RunSpec]:
+        return [spec for _, spec in self._table2_labelled(controls)]
+
+    def _table2_labelled(self, controls=None) -> list[tuple[str, RunSpec]]:
+        if controls is None:
+            controls = list(self.settings.table2_controls)
+        controls = _as_list(controls, "controls", str, '["wo2", "mltfr_re"]')
+        unknown = sorted(set(controls) - set(CONTROLS))
+        if unknown:
+            raise ValueError(f"unknown control(s) {unknown}; valid: {list(CONTROLS)} ({CONTROLS})")
+        out = [(plugin, self.spec(b, plugin, seed=s)) for b in self.backbones for plugin in ("none", "mltfr")
+               for s in self.seeds]
+        out += [(kind, self.controls(b, s)[kind]) for b in self.backbones for kind in controls for s in self.seeds]
+        return out
+
+    def table2(self, controls=None) -> pd.DataFrame:
         """One row per backbone: W/O and MLTFR mean/std over seeds, Imp. (%), paired p-values, and the
-        paper's figures beside ours when the dataset is one of the paper's."""
-        records = self.run(self._table2_specs(), desc="Table 2 runs")
-        table = self._compare(records, "plugin", {"none": "W/O", "mltfr": "MLTFR"}, PAPER_TABLE2)
+        paper's figures beside ours when the dataset is one of the paper's. ``controls`` (default: the
+        profile's, ``["wo2"]``; ``[]`` for none) adds columns:
+        ``"wo2"`` (W/O 2-round: the backbone on MLTFR's schedule; its gain over W/O, and MLTFR's over it,
+        with paired p-values: if it gains as much as MLTFR, the gain belongs to the schedule) and
+        ``"mltfr_re"`` (MLTFR-RE: random tables; MLTFR's gain over it: near zero within seed noise means
+        the LLM's semantics contribute nothing)."""
+        labelled = self._table2_labelled(controls)
+        records = self.run([spec for _, spec in labelled], desc="Table 2 runs")
+        records["variant"] = [kind for kind, _ in labelled]
+        main = records[records["variant"].isin(["none", "mltfr"])]
+        table = self._compare(main, "variant", {"none": "W/O", "mltfr": "MLTFR"}, PAPER_TABLE2)
+        for kind in dict.fromkeys(kind for kind, _ in labelled if kind in CONTROLS):
+            label = CONTROLS[kind]
+            reference = ("none", "W/O") if kind == "wo2" else ("mltfr", "MLTFR")
+            pair = records[records["variant"].isin([reference[0], kind])]
+            compared = self._compare(pair, "variant", {reference[0]: reference[1], kind: label}, {})
+            gain = f"{label} vs {reference[1]} (%)"
+            compared = compared.rename(columns={"Imp. (%)": gain, **{f"p ({m})": f"p {label} vs {reference[1]} ({m})"
+                                                                    for m in METRICS}})
+            keep = [f"{label} {m}{s}" for m in METRICS for s in ("", " std")] + [gain] + \
+                [f"p {label} vs {reference[1]} ({m})" for m in METRICS]
+            table = table.merge(compared[["backbone", *keep]], on="backbone", how="left")
+            if kind == "wo2":  # MLTFR against the schedule it is trained on
+                pair = records[records["variant"].isin(["wo2", "mltfr"])]
+                versus = self._compare(pair, "variant", {"wo2": label, "mltfr": "MLTFR"}, {})
+                table[f"MLTFR vs {label} (%)"] = versus["Imp. (%)"].to_numpy()
+                table[f"p MLTFR vs {label} (NDCG@20)"] = versus["p (NDCG@20)"].to_numpy()
         table["selection"] = records["selection"].iloc[0] if len(records) else None
         return table
 
@@ -479,8 +547,6 @@ class Experiment:
         behaviours. The last rung's specs are exactly :meth:`table2`'s; ``sources`` adds a token-source
         rung after it. Each rung: ``name``, ``change``, ``read`` ("oracle" = test-selected, "test" =
         validation-selected), ``mltfr``, ``wo`` (W/O), ``wo2`` (the schedule-matched W/O 2-round) specs."""
-        from dataclasses import replace
-
         from mltfrkit.runs import authors_configuration
 
         ours_mltfr = self._spec(backbone, "mltfr", seed)
@@ -509,9 +575,8 @@ class Experiment:
         ]
 
         def wo2(train, plugin_options):
-            restart = plugin_options.get("round2", config.round2) == "restart"
-            return replace(ours_wo, train=train, schedule="two_round_restart" if restart else "two_round",
-                           round_selection=plugin_options.get("round_selection", config.round_selection))
+            return schedule_matched(replace(ours_wo, train=train),
+                                    replace(ours_mltfr, train=train, plugin_options=dict(plugin_options)))
 
         options = dict(authors.plugin_options)
         rungs = [{"name": "the paper as run", "change": "the authors' configuration, test-selected",
@@ -666,5 +731,5 @@ def stored_records(store: ResultStore | None = None) -> pd.DataFrame:
     return (store or ResultStore()).records()
 
 
-__all__ = ["ABLATION_IMP", "Experiment", "GRIDS", "PAPER_SOURCE", "PAPER_TABLE2", "PAPER_TABLE3", "PROFILES", "Profile", "flatten",
-           "improvement", "paired_p", "stored_records", "summarise"]
+__all__ = ["ABLATION_IMP", "CONTROLS", "Experiment", "GRIDS", "PAPER_SOURCE", "PAPER_TABLE2", "PAPER_TABLE3", "PROFILES", "Profile", "flatten",
+           "improvement", "paired_p", "schedule_matched", "stored_records", "summarise"]

@@ -46,7 +46,7 @@ def run_label(row) -> str:
 class Inspection:
     user: str
     history: pd.DataFrame  # position, item, item_id, title
-    tokens: dict[str, pd.DataFrame]  # expert -> rank, token_id, token, score, weight, in_eval_selection
+    tokens: dict[str, pd.DataFrame]  # expert -> rank, token_id, token, score, weight, in_eval_selection, relevance
     gates: pd.DataFrame  # positions x experts
     top_k: int
     noise: str
@@ -62,6 +62,15 @@ class LoadedRun:
     plugin: object
     round: int
     displays: list = field(default_factory=list)  # per expert: the token table's display strings
+    spaces: dict = field(default_factory=dict)  # expert name -> TitleSpace (built on first use)
+
+    def title_space(self, expert):
+        """The expert's LLM space for judging relevance to titles (:class:`~mltfrkit.mltfr.diagnostics.TitleSpace`)."""
+        from mltfrkit.mltfr.diagnostics import TitleSpace
+
+        if expert.name not in self.spaces:
+            self.spaces[expert.name] = TitleSpace(expert.name, expert.filter.keep_ids)
+        return self.spaces[expert.name]
 
     @property
     def expert_names(self) -> list[str]:
@@ -82,6 +91,22 @@ class LoadedRun:
     def _title(self, item: int) -> str:
         titles = self.split.item_titles or {}
         return titles.get(int(item), "")
+
+    def _relevance(self, expert, items: list[int], token_ids: list[int]) -> list[float]:
+        """Each selected token's relevance percentile to the titles of the history the model sees (the
+        token-inspector notebook's relevance section; 50 = as related as a random token of the same
+        vocabulary). NaN without titles."""
+        from mltfrkit.mltfr.diagnostics import token_percentiles
+
+        titles = self.split.item_titles
+        if not titles:
+            return [float("nan")] * len(token_ids)
+        space = self.title_space(expert)
+        direction = space.history_direction(np.asarray([i for i in items if i <= self.split.n_items]), titles)
+        if direction is None:
+            return [float("nan")] * len(token_ids)
+        rows = torch.searchsorted(space.keep_ids, torch.as_tensor(token_ids, dtype=torch.long))
+        return token_percentiles(space.kept @ direction, rows).tolist()
 
     @torch.no_grad()
     def inspect(self, user: str | int, top_k: int | None = None, noise: str = "none", seed: int = 0) -> Inspection:
@@ -128,7 +153,8 @@ class LoadedRun:
             tokens[expert.name] = pd.DataFrame({
                 "rank": range(1, len(ids) + 1), "token_id": ids, "token": [display[i] for i in ids],
                 "score": selection.scores[0].cpu().numpy(), "weight": selection.weights[0].cpu().numpy(),
-                "in_eval_selection": [i in in_eval for i in ids]})
+                "in_eval_selection": [i in in_eval for i in ids],
+                "relevance": self._relevance(expert, items, ids)})
         return Inspection(user=self.user_ids[index], history=history_table, tokens=tokens, gates=gate_table,
                           top_k=top_k, noise=noise)
 
@@ -165,6 +191,8 @@ def _table_html(frame: pd.DataFrame, caption: str = "", highlight: str | None = 
     for column in ("score", "weight"):
         if column in styled:
             styled[column] = styled[column].map(lambda v: f"{v:.4f}")
+    if "relevance" in styled:
+        styled["relevance"] = styled["relevance"].map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
     body = styled.to_html(index=False, escape=True, border=0)
     head = f"<b>{html.escape(caption)}</b>" if caption else ""
     style = ' style="border:2px solid #e69f00;padding:4px"' if highlight else ' style="padding:4px"'
@@ -283,7 +311,10 @@ class TokenInspector:
             changed = int((~frame["in_eval_selection"]).sum())
             caption = (f"{name}: top-{self.current.top_k}, noise={self.current.noise}"
                        + (f" ({changed} not in the deterministic selection)" if self.current.noise != "none" else ""))
-            parts.append(_table_html(frame[["rank", "token", "score", "weight", "in_eval_selection"]], caption,
+            if frame["relevance"].notna().any():
+                caption += f"; relevance to the history's titles: percentile {frame['relevance'].mean():.0f} (50 = chance)"
+            parts.append(_table_html(frame[["rank", "token", "score", "weight", "in_eval_selection", "relevance"]],
+                                     caption,
                                      highlight=name if self.expert.value == name else None))
         self.tokens_html.value = "".join(parts)
         self._draw_gates()

@@ -114,6 +114,39 @@ def plot_table2(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     return _paired_bars(table, ("W/O", "MLTFR"), dataset, "Table 2", title_tag)
 
 
+def plot_relevance(per_user: pd.DataFrame, dataset: str, title_tag: str = ""):
+    """Relevance percentiles of the selected tokens (:func:`mltfrkit.mltfr.diagnostics.relevance_report`):
+    one panel per noise mode, a box per expert and model (trained / untrained) over users, the chance
+    level (50) dashed."""
+    plt = _plt()
+    modes = list(dict.fromkeys(per_user["noise"]))
+    experts = list(dict.fromkeys(per_user["expert"]))
+    models = list(dict.fromkeys(per_user["model"]))
+    fig, axes = plt.subplots(1, len(modes), figsize=(1.2 + 1.6 * len(experts) * len(modes), 4.2), squeeze=False,
+                             sharey=True)
+    width = 0.8 / max(len(models), 1)
+    for ax, mode in zip(axes[0], modes):
+        for number, model in enumerate(models):
+            rows = per_user[(per_user["noise"] == mode) & (per_user["model"] == model)]
+            data = [rows.loc[rows["expert"] == e, "percentile"].to_numpy() for e in experts]
+            positions = [i - 0.4 + width * (number + 0.5) for i in range(len(experts))]
+            boxes = ax.boxplot(data, positions=positions, widths=width * 0.9, patch_artist=True, showfliers=False)
+            for patch in boxes["boxes"]:
+                patch.set_facecolor(f"C{number}")
+                patch.set_alpha(0.6)
+            ax.plot([], [], color=f"C{number}", lw=6, alpha=0.6, label=model)
+        ax.axhline(50, color="black", ls="--", lw=1)
+        ax.set_xticks(range(len(experts)))
+        ax.set_xticklabels(experts, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"noise={mode}")
+    axes[0][0].set_ylabel("relevance percentile (50 = chance)")
+    axes[0][0].legend(fontsize=8)
+    _suptitle(fig, f"do the selected tokens match the history's titles? {dataset}{title_tag}")
+    fig.tight_layout()
+    return fig
+
+
 def plot_ablation(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Table 3 as grouped bars: full MLTFR vs without the consensus expert."""
     return _paired_bars(table, ("Full", "w/o SC"), dataset, "Table 3", title_tag)

@@ -109,7 +109,7 @@ def test_profile_flag_describes_the_notebooks_run(tmp_path):
         assert mine.to_dict("sha") == theirs.to_dict("sha") if plugin == "none" else (
             mine.train == theirs.train and mine.mltfr_config() == theirs.mltfr_config())
     quick = train_spec(build_parser().parse_args(["train", "--mltfr", "--profile", "quick", "--experts", "2"]))
-    assert quick.mltfr_config().n_experts == 2 and quick.mltfr_config().max_vocab == 4000  # flags beat the profile
+    assert quick.mltfr_config().n_experts == 2 and quick.mltfr_config().max_vocab == 2000  # flags beat the profile
     strided = train_spec(build_parser().parse_args(["train", "--windows", "all", "--stride", "10"]))
     assert (strided.train.windows, strided.train.stride) == ("all", 10)
 

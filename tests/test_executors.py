@@ -117,6 +117,25 @@ def test_processes_executor_gives_the_sequential_results(tiny_file, tmp_path):
     assert before == {r["run_dir"]: (Path(r["run_dir"]) / "result.json").stat().st_mtime_ns for r in results}
 
 
+def test_a_script_without_a_main_guard_gets_a_clear_error_not_an_endless_retry(tiny_file, tmp_path):
+    """Spawned workers re-run a script's top level; without ``if __name__ == "__main__":`` each dies
+    before starting a run. The executor used to resubmit such runs forever (no attempt was counted)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "grid.py"
+    script.write_text("\n".join([
+        "import sys", f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})",
+        "from mltfrkit.executors import ProcessExecutor", "from mltfrkit.runs import RunSpec",
+        "from mltfrkit.store import ResultStore", "from mltfrkit.train import TrainConfig",
+        f"store = ResultStore({str(tmp_path / 'runs')!r}, progress=False, executor=ProcessExecutor(workers=1))",
+        f"store.ensure_many([RunSpec({str(tiny_file)!r}, train=TrainConfig(epochs=1, device='cpu'))])"]))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "WorkersCannotStart" in done.stderr and 'if __name__ == \\"__main__\\":' not in done.stderr
+    assert 'if __name__ == "__main__":' in done.stderr
+
+
 def test_killed_worker_resumes_from_its_checkpoint(tiny_file, tmp_path):
     reference = sequential(tiny_file, tmp_path / "seq")
     executor = ProcessExecutor(workers=2, threads=1, task=die_once_after_second_checkpoint)
@@ -420,7 +439,7 @@ def test_sweep_trains_what_the_notebook_then_reads(tiny_file, tmp_path, monkeypa
                "--executor", "processes", "--workers", "2", "--threads", "1", "--no-progress"]
     command += [arg for key, value in small.items() for arg in ("--plugin-set", f"{key}={value}")]
     assert main(command) == 0
-    assert "table2: 4 runs stored" in capsys.readouterr().out
+    assert "table2: 6 runs stored" in capsys.readouterr().out  # W/O, MLTFR and the profile's control, W/O 2-round
 
     trained = []
     monkeypatch.setattr(store_module, "run_training", lambda *a, **k: trained.append(a) or {})
@@ -428,6 +447,10 @@ def test_sweep_trains_what_the_notebook_then_reads(tiny_file, tmp_path, monkeypa
                      runs_dir=str(runs), progress=False, mltfr_options=small)  # the notebook's call
     table = exp.table2()
     assert trained == [] and table.loc[0, "seeds"] == 2 and table.loc[0, "MLTFR HR@20"] >= 0
+    assert table.loc[0, "W/O 2-round HR@20"] >= 0 and "MLTFR vs W/O 2-round (%)" in table
+    assert main(command[:2] + ["--controls"] + command[2:]) == 0  # no controls: the 4 stored runs, nothing trained
+    assert "table2: 4 runs stored" in capsys.readouterr().out and trained == []
+    assert main(["sweep", "ablation", "--controls", "wo2", "--dataset", str(tiny_file)]) == 2
 
 
 def test_unknown_executor_is_refused():

@@ -30,4 +30,4 @@ def test_list_parameters_from_strings(tiny_split, monkeypatch):
     exp = Experiment("tiny", backbones="sasrec", seeds="[0, 1]", epochs=1, llms='["a", "b"]', runs_dir="unused")
     assert exp.backbones == ["sasrec"] and exp.seeds == [0, 1] and exp.epochs == 1 and exp.llms == ["a", "b"]
     exp = Experiment("tiny", backbones="SASRec, bert4rec", seeds="2", runs_dir="unused")
-    assert exp.backbones == ["sasrec", "bert4rec"] and exp.seeds == [2] and exp.epochs == 2  # quick's epochs
+    assert exp.backbones == ["sasrec", "bert4rec"] and exp.seeds == [2] and exp.epochs == 200  # quick's cap

@@ -123,8 +123,14 @@ def test_token_inspector_notebook(shared):
     output = execute("token_inspector", shared, user="42")
     nb = nbformat.read(output, as_version=4)
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
-    assert "user 42" in text and "in_eval_selection" in text
+    assert "user 42" in text and "in_eval_selection" in text and "relevance" in text
     figure_ok(shared, "token_inspector_gates-ml-100k")
+    relevance = table(shared, "token_relevance-ml-100k")  # trained and untrained, every expert and noise mode
+    assert set(relevance["model"]) == {"trained", "untrained"} and set(relevance["noise"]) == {"paper", "tempered", "none"}
+    assert len(relevance) == 2 * 3 * relevance["expert"].nunique() and relevance["expert"].nunique() >= 3
+    assert relevance["mean percentile"].between(0, 100).all() and (relevance["users"] > 0).all()
+    assert "Relevance of the selected tokens" in text
+    figure_ok(shared, "token_relevance-ml-100k")
 
 
 def write_sequence_file(path: Path, n_users: int = 120, n_items: int = 60) -> Path:
@@ -164,10 +170,15 @@ def test_reproduction_gap_notebook(shared, tmp_path):
     common = dict(profile="quick", epochs=1, seeds=[0], backbones=["sasrec"], mltfr_options=options, llms="offline",
                   runs_dir=str(shared["runs"]), progress=False)
     for configuration, rung in (("authors", 0), ("ours", 12)):
-        table2 = Experiment(str(data), configuration=configuration, **common).table2()  # read from the store
-        for label in ("W/O", "MLTFR"):
+        table2 = Experiment(str(data), configuration=configuration, **common).table2(
+            controls=["wo2", "mltfr_re"] if configuration == "ours" else ["wo2"])  # read from the store
+        labels = ("W/O", "MLTFR", "W/O 2-round") + (("MLTFR-RE",) if configuration == "ours" else ())
+        for label in labels:  # Table 2's control columns are the ladder's runs too: nothing trained twice
             for metric in ("HR@20", "NDCG@20"):
                 assert table2.loc[0, f"{label} {metric}"] == pytest.approx(frame.loc[rung, f"{label} {metric}"])
+        assert table2.loc[0, "W/O 2-round vs W/O (%)"] == pytest.approx(frame.loc[rung, "W/O 2-round Imp. (%)"])
+        if configuration == "ours":
+            assert table2.loc[0, "MLTFR-RE vs MLTFR (%)"] == pytest.approx(frame.loc[rung, "MLTFR-RE vs MLTFR (%)"])
 
 
 def write_music_fixture(directory: Path, n_users: int = 40, n_items: int = 25, per_user: int = 9) -> Path:

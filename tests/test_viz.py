@@ -128,22 +128,26 @@ def experiment(tiny_split, monkeypatch):
     return lambda **options: Experiment("tiny", runs_dir="unused", progress=False, **options)
 
 
+QUICK_NOTE = ("quick profile: early-stopped, at most 200 epochs, 1 seed, n_experts=3, max_vocab=2000, fisher_samples=32, "
+              "precision=bfloat16; reduced, not the paper's settings")
+
+
 def test_captions_name_the_profile(experiment):
     quick = experiment()
     assert quick.reduced
-    assert quick.caption("Table 2") == \
-        "Table 2 on tiny (quick profile: 2 epochs, 1 seed; reduced, not the paper's settings)"
+    assert quick.caption("Table 2") == f"Table 2 on tiny ({QUICK_NOTE})"
     assert experiment(profile="paper").caption("Table 2") == "Table 2 on tiny (paper profile, 3 seeds)"
     assert not experiment(profile="paper").reduced
     one_seed = experiment(profile="paper", seeds=[0], mltfr_options={"max_vocab": 2000})
-    assert one_seed.caption("Table 3") == ("Table 3 on tiny (paper profile: 100 epochs, 1 seed, max_vocab=2000; "
-                                           "reduced, not the paper's settings)")
+    assert one_seed.caption("Table 3") == ("Table 3 on tiny (paper profile: early-stopped, at most 100 epochs, 1 seed, "
+                                           "max_vocab=2000; reduced, not the paper's settings)")
+    assert experiment(epochs=1).caption("T") == f"T on tiny ({QUICK_NOTE.replace('early-stopped, at most 200 epochs', '1 epoch')})"
     assert experiment(profile="paper", mltfr_options={"noise": "none"}).caption("T") == \
         "T on tiny (paper profile, 3 seeds, noise=none)"  # a change, not a reduction
     authors = experiment(profile="paper", configuration="authors")
     assert authors.caption("Table 2") == f"Table 2 on tiny (paper profile, 3 seeds; {ORACLE_LABEL})"
     assert "test-selected (authors' protocol, optimistic)" in experiment(configuration="authors").caption("T")
-    assert quick.title_tag == " (quick profile: 2 epochs, 1 seed; reduced, not the paper's settings)"
+    assert quick.title_tag == f" ({QUICK_NOTE})"
 
 
 def _tables():
@@ -169,7 +173,7 @@ def test_figure_titles_name_a_reduced_profile(name, experiment):
     fig = getattr(viz, name)(_tables()[name], exp.dataset, exp.title_tag)
     try:
         title = fig._suptitle.get_text().replace("\n", " ")
-        assert "on tiny (quick profile: 2 epochs, 1 seed; reduced, not the paper's settings)" in title
+        assert f"on tiny ({QUICK_NOTE})" in title
     finally:
         plt.close(fig)
     assert np.isfinite(fig.get_figwidth())

@@ -3,6 +3,10 @@ that uses the same source (the float32 copy is made once; the float16 .npy stays
 
 from __future__ import annotations
 
+import json
+from functools import lru_cache
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -52,11 +56,20 @@ def kept_rows(vocab: torch.Tensor, keep_ids: torch.Tensor | None) -> tuple[torch
 
 
 def table_reference(name: str) -> dict:
-    """What a checkpoint stores instead of the table itself: the source and its sha256."""
-    from mltfrkit.vocab import load_table
+    """What a checkpoint stores instead of the table itself: the source and its sha256. Every run key
+    contains it, so it reads the cached table's ``meta.json`` alone (not its token strings: Gemma's
+    262k-token list took a second per key) and remembers it until that file changes."""
+    from mltfrkit.vocab.sources import ensure_table
 
-    table = load_table(name)
-    return {"name": table.name, "sha256": table.meta.get("sha256"), "V": table.V, "d": table.d}
+    directory, _ = ensure_table(name)
+    meta = directory / "meta.json"
+    return dict(_table_reference(str(meta), meta.stat().st_mtime_ns))
+
+
+@lru_cache(maxsize=512)
+def _table_reference(meta_path: str, _stamp: int) -> dict:
+    meta = json.loads(Path(meta_path).read_text(encoding="utf-8"))
+    return {"name": meta["name"], "sha256": meta.get("sha256"), "V": int(meta["V"]), "d": int(meta["d"])}
 
 
 def random_rows_like(rows: torch.Tensor, seed: int) -> torch.Tensor:
