@@ -85,14 +85,17 @@ def plot_te_vs_re(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     return fig
 
 
-def _paired_bars(table: pd.DataFrame, labels: tuple[str, str], dataset: str, title: str, title_tag: str = ""):
+def _paired_bars(table: pd.DataFrame, labels: tuple[str, ...], dataset: str, title: str, title_tag: str = ""):
     plt = _plt()
     backbones = table["backbone"].tolist()
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(max(7.0, 3 + 1.6 * len(backbones)), 3.8), squeeze=False)
-    width = 0.38
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(max(7.0, 3 + 0.8 * len(labels) * len(backbones)), 3.8),
+                             squeeze=False)
+    width = 0.76 / len(labels)
     x = np.arange(len(backbones))
+    colours = ["tab:gray", "tab:orange", "tab:blue", "tab:green"]
+    placed = [(width * (i - (len(labels) - 1) / 2), label, colours[i % 4]) for i, label in enumerate(labels)]
     for ax, metric in zip(axes[0], METRICS):
-        for offset, label, colour in ((-width / 2, labels[0], "tab:gray"), (width / 2, labels[1], "tab:orange")):
+        for offset, label, colour in placed:
             std = table.get(f"{label} {metric} std")
             ax.bar(x + offset, table[f"{label} {metric}"], width, yerr=None if std is None else std, label=label,
                    color=colour, capsize=3)
@@ -110,8 +113,10 @@ def _paired_bars(table: pd.DataFrame, labels: tuple[str, str], dataset: str, tit
 
 
 def plot_table2(table: pd.DataFrame, dataset: str, title_tag: str = ""):
-    """Table 2 as grouped bars: without vs with MLTFR per backbone (paper's figures as ticks)."""
-    return _paired_bars(table, ("W/O", "MLTFR"), dataset, "Table 2", title_tag)
+    """Table 2 as grouped bars: without vs with MLTFR per backbone (paper's figures as ticks), plus the
+    controls the table carries (W/O 2-round, MLTFR-RE)."""
+    controls = tuple(label for label in ("W/O 2-round", "MLTFR-RE") if f"{label} HR@20" in table)
+    return _paired_bars(table, ("W/O", "MLTFR") + controls, dataset, "Table 2", title_tag)
 
 
 def plot_relevance(per_user: pd.DataFrame, dataset: str, title_tag: str = ""):

@@ -129,7 +129,9 @@ def test_token_inspector_notebook(shared):
     assert set(relevance["model"]) == {"trained", "untrained"} and set(relevance["noise"]) == {"paper", "tempered", "none"}
     assert len(relevance) == 2 * 3 * relevance["expert"].nunique() and relevance["expert"].nunique() >= 3
     assert relevance["mean percentile"].between(0, 100).all() and (relevance["users"] > 0).all()
-    assert "Relevance of the selected tokens" in text
+    assert "Relevance of the selected tokens" in text and "Training adds" in text
+    gain = table(shared, "token_relevance_gain-ml-100k")
+    assert len(gain) == 3 * relevance["expert"].nunique() and gain["CI low"].le(gain["CI high"]).all()
     figure_ok(shared, "token_relevance-ml-100k")
 
 

@@ -52,7 +52,7 @@ def test_verdict_rule():
                           "percentile": np.r_[np.full(50, 90.0), np.full(50, 80.0)]})
     row = summarise_relevance(frame).iloc[0]
     assert row["mean percentile"] == pytest.approx(85.0) and row["verdict"] == "relevant"
-    assert 80 <= row["CI low"] <= 85 <= row["CI high"] <= 90 and row["users above 50 (%)"] == 100
+    assert 80 <= row["CI low"] <= 85 <= row["CI high"] <= 90 and row["share of users above 50"] == 1
 
 
 def test_title_space_points_at_the_titles_words(minilm):
@@ -113,3 +113,19 @@ def test_relevance_sentence_names_each_expert_and_verdict():
                           "noise": "none", "percentile": np.r_[np.full(40, 70.0), np.linspace(40, 60, 40)]})
     line = relevance_sentence(summarise_relevance(frame))
     assert "trained: SmolLM2-135M 70 (relevant)" in line and "untrained: SmolLM2-135M 50 (chance)" in line
+
+
+def test_relevance_gain_pairs_users():
+    from mltfrkit.mltfr.diagnostics import relevance_gain, relevance_sentence
+
+    users = np.arange(30)
+    base = 50 + np.random.default_rng(0).normal(0, 10, 30)
+    frame = pd.concat([pd.DataFrame({"model": "untrained", "expert": "e", "noise": "none", "user": users,
+                                     "percentile": base}),
+                       pd.DataFrame({"model": "trained", "expert": "e", "noise": "none", "user": users,
+                                     "percentile": base + 4.0})])
+    gain = relevance_gain(frame)
+    assert gain.loc[0, "trained - untrained"] == pytest.approx(4.0)
+    assert gain.loc[0, "CI low"] == pytest.approx(4.0) and gain.loc[0, "users"] == 30  # the same shift for everyone
+    assert "Training adds: e +4.0 points" in relevance_sentence(summarise_relevance(frame), gain=gain)
+    assert relevance_gain(frame[frame["model"] == "trained"]).empty

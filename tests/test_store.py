@@ -142,8 +142,10 @@ def test_experiment_tables_and_figures(tiny_file, tmp_path):
     expected = improvement(table.loc[0, "W/O HR@20"], table.loc[0, "W/O NDCG@20"],
                            table.loc[0, "MLTFR HR@20"], table.loc[0, "MLTFR NDCG@20"])
     assert table.loc[0, "Imp. (%)"] == pytest.approx(expected, nan_ok=True)
+    assert table.loc[0, "MLTFR vs W/O 2-round (%)"] == pytest.approx(improvement(
+        *table.loc[0, ["W/O 2-round HR@20", "W/O 2-round NDCG@20", "MLTFR HR@20", "MLTFR NDCG@20"]]), nan_ok=True)
     records = exp.store.records()
-    assert sorted(records["plugin"]) == ["mltfr", "none"]
+    assert sorted(records["plugin"]) == ["mltfr", "none", "none"]  # W/O, MLTFR and the W/O 2-round control
     assert records.loc[records["plugin"] == "mltfr", "rounds"].item() == 2  # consensus expert built
 
     ablation = exp.ablation()  # the full run is reused from Table 2
@@ -152,7 +154,7 @@ def test_experiment_tables_and_figures(tiny_file, tmp_path):
     assert ablation.loc[0, ABLATION_IMP] == pytest.approx(
         improvement(*ablation.loc[0, ["Full HR@20", "Full NDCG@20", "w/o SC HR@20", "w/o SC NDCG@20"]]),
         nan_ok=True)
-    assert len(exp.store.records()) == 3
+    assert len(exp.store.records()) == 4
     assert exp.ablation().equals(ablation)  # nothing retrained, same table
 
     fig = viz.plot_table2(table, exp.dataset)
