@@ -67,7 +67,7 @@ def train_spec(args: argparse.Namespace):
         model["loss"] = args.loss
     train = TrainConfig(epochs=epochs, seed=args.seed, patience=patience, lr=args.lr,
                         batch_size=args.batch_size, device=args.device, exclude_history=args.exclude_history,
-                        windows=args.windows, stride=args.stride,
+                        windows=args.windows, stride=args.stride, compile=args.compile or False,
                         patience_relative=(TrainConfig.patience_relative if args.patience_relative is None
                                            else args.patience_relative))
     options = {}
@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--test-every-epoch", action="store_true",
                        help="also evaluate the test split after every epoch: the result gains test_oracle (the "
                             "best test epoch, optimistic); `test` stays validation-selected")
+    train.add_argument("--compile", nargs="?", const="all", default=None, choices=["all", "train", "score"],
+                       help="torch.compile (inductor) the training step and full-ranking scoring (or only 'train' / "
+                            "'score'); a different run (key) from the eager one. README 'Compiled training'")
     train.add_argument("--no-progress", action="store_true")
     train.set_defaults(func=cmd_train)
 

@@ -63,8 +63,11 @@ def users_per_chunk(n_items: int, max_bytes: int, extra_per_user: int = 0) -> in
 @torch.no_grad()
 def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: Iterable[int] = (5, 10, 20),
              max_len: int | None = None, max_bytes: int = 256 << 20, exclude_history: bool = False,
-             device: torch.device | str = "cpu") -> dict[str, float]:
-    """Score users in chunks so that memory stays under ``max_bytes`` whatever the catalogue size."""
+             device: torch.device | str = "cpu", score=None) -> dict[str, float]:
+    """Score users in chunks so that memory stays under ``max_bytes`` whatever the catalogue size.
+    ``score``: what scores a chunk of histories (default ``model.score_all``; the trainer passes a
+    compiled one with ``TrainConfig.compile``)."""
+    score = score or model.score_all
     was_training = model.training
     model.eval()
     max_len = max_len or model.config.max_len
@@ -79,7 +82,7 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
     for start in range(0, len(histories), chunk):
         batch_hist = histories[start:start + chunk]
         history = pad_left(batch_hist, max_len).to(device)
-        scores = model.score_all(history)
+        scores = score(history)
         if exclude_history:
             for row, seq in enumerate(batch_hist):
                 scores[row, torch.as_tensor(seq, device=device)] = float("-inf")

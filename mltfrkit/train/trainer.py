@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from mltfrkit.data.split import SplitData
 from mltfrkit.paths import atomic_write_json
+from mltfrkit.train.compiled import Steps, graphs_compiled, normalise_mode
 from mltfrkit.train.checkpoint import (load_checkpoint, numpy_rng_from_plain, numpy_rng_to_plain, python_rng_from_plain,
                                        python_rng_to_plain, save_torch)
 from mltfrkit.train.memory import check_memory
@@ -69,8 +70,13 @@ class TrainConfig:
     # Evaluate the test split after every epoch too: the per-epoch curve goes into the result's `epochs` and the
     # best test epoch into `test_oracle` (the authors' selection). It never changes `test` (validation-selected).
     test_every_epoch: bool = False
+    # torch.compile (inductor) for the training step (forward + loss, and its backward) and full-ranking scoring:
+    # False (eager), True (both), "train" or "score" (mltfrkit/train/compiled.py). In the run's key when on: a
+    # compiled run's numbers differ from an eager one's by float rounding, so the two are different runs.
+    compile: bool | str = False
 
     def __post_init__(self):
+        self.compile = normalise_mode(self.compile)
         if self.windows not in ("last", "all"):
             raise ValueError(f"windows must be 'last' or 'all', not {self.windows!r}")
         if self.stride is not None and self.windows != "all":
@@ -111,7 +117,7 @@ class TrainConfig:
         # The same for these, at the value runs were stored with before each existed: patience_relative's
         # default became 1.0 later, so 1.0 is in every key and a key without it means plain patience (0.0).
         for name, default in (("holdout", "valid_test"), ("test_every_epoch", False), ("patience_relative", 0.0),
-                              ("min_epochs", 0)):
+                              ("min_epochs", 0), ("compile", False)):
             if out[name] == default:
                 del out[name]
         return out
@@ -250,12 +256,15 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
     has_valid = config.holdout == "valid_test"
     valid_hist, valid_targets = split.eval_pairs("valid") if has_valid else ([], None)
 
+    steps = Steps(model, config.compile, device)  # the model's own methods unless compiled (not wrapped)
+    compiled_graphs = []  # with compile: graphs dynamo compiled in each epoch (0 after the first: no recompiles)
+
     def evaluate_on(histories, targets):
         return evaluate(model, histories, targets, config.ks, max_bytes=config.eval_max_bytes,
-                        exclude_history=config.exclude_history, device=device)
+                        exclude_history=config.exclude_history, device=device, score=steps.score)
     finished = config.should_stop(state.epoch, state.best_epoch) if state.epoch else False
     while state.epoch < config.epochs and not finished:
-        started = time.perf_counter()
+        started, graphs_before = time.perf_counter(), graphs_compiled()
         epoch = state.epoch + 1
         model.train()
         # Data order and negatives come from a generator seeded by (seed, epoch): resume-exact.
@@ -268,9 +277,9 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
             rows = order[start:start + config.batch_size]
             batch = train_seqs[rows].to(device)
             if scored is None:
-                loss = model.loss(batch, generator)
+                loss = steps.loss(batch, generator)
             else:
-                loss = model.loss(batch, generator, scored=scored[rows].to(device))
+                loss = steps.loss(batch, generator, scored=scored[rows].to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -284,6 +293,7 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
         valid = evaluate_on(valid_hist, valid_targets) if has_valid else {}
         test_now = evaluate_on(test_hist, test_targets) if config.tracks_test else None
         seconds = time.perf_counter() - started
+        compiled_graphs.append(graphs_compiled() - graphs_before)
         state.epoch, state.seconds = epoch, state.seconds + seconds
         curve = valid if has_valid else test_now  # what selects: validation, or the test set (authors' holdout)
         improved = curve[config.valid_metric] > state.best_metric
@@ -322,6 +332,8 @@ def fit(model: torch.nn.Module, split: SplitData, config: TrainConfig, run_dir: 
               "versions": library_versions()}
     if config.tracks_test:
         result["test_oracle"] = test_oracle(state.history, config.valid_metric)
+    if config.compile is not False:  # this session's epochs only (a resumed run compiles again)
+        result["compile"] = {"mode": config.compile, "graphs_per_epoch": compiled_graphs}
     return result
 
 
