@@ -105,8 +105,12 @@ def test_compiled_run_checkpoints_the_plain_module_and_resumes_exactly(tiny_spli
     plain = build_backbone("sasrec", tiny_split.n_items, max_len=MAX_LEN, hidden_size=D, n_layers=1)
     plain.load_state_dict(saved["model"])  # strict: the eager module's own keys
     resumed, _ = run(tmp_path)
-    assert [e["loss"] for e in resumed["epochs"]] == [e["loss"] for e in reference["epochs"]]
-    assert resumed["test"] == reference["test"]
+    # A resumed compiled run compiles its graphs afresh (possibly specialised differently: one observed run
+    # differed in the 8th digit of epoch 3's loss), so it resumes exactly up to float rounding; eager resume
+    # is bit-exact (tests/test_trainer.py).
+    assert [e["loss"] for e in resumed["epochs"]] == pytest.approx([e["loss"] for e in reference["epochs"]],
+                                                                    rel=1e-6)
+    assert resumed["test"] == pytest.approx(reference["test"], abs=1e-6)
 
 
 def test_compile_option_is_validated_and_out_of_existing_keys():
