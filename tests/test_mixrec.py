@@ -24,6 +24,16 @@ WORDS = ["Toy", "Story", "Heat", "Casino", "Drama", "Comedy", "Action", "River",
 N_ITEMS, N_USERS = 14, 10
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread (conftest sets two): these tiny ops lose more to thread hand-offs on a busy
+    machine than a second thread gains."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def make_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
@@ -356,3 +366,23 @@ def test_mixrec_is_registered_without_the_backbones_importing_it():
     code = ("import sys, mltfrkit.models, mltfrkit.mltfr, mltfrkit.runs; "
             "print([m for m in sys.modules if m.startswith('mltfrkit.mixrec') or m == 'transformers'])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+
+
+def test_damoe_search_trials_are_store_runs_and_a_search_resumes(registered_llm, tmp_path):
+    from mltfrkit.mixrec.search import PRSettings, search_damoe
+    from mltfrkit.store import ResultStore
+
+    spec = tiny_spec(registered_llm, epochs=1, user_fraction=0.6, valid_metric="MRR")
+    fast = PRSettings(restarts=1, steps=5, samples=16, candidates=16)
+    first = search_damoe(spec, tiny_split(), runs_dir=tmp_path, iterations=3, n_init=2, settings=fast, log=None)
+    assert len(first.values) == 3 and all(len(d) == 6 for d in first.designs)
+    rows = ResultStore(tmp_path, progress=False, log=None).records()
+    assert len(rows) == len({tuple(d) for d in first.designs})
+    from mltfrkit.store import read_result
+
+    for design, value, run in zip(first.designs, first.values, first.runs):
+        stored = read_result(f"{run}/result.json")
+        assert stored["config"]["model"]["design"] == design and stored["best_valid"]["MRR"] == value
+        assert stored["users"] == 6  # Data_BO: 60% of the 10 users
+    again = search_damoe(spec, tiny_split(), runs_dir=tmp_path, iterations=4, n_init=2, settings=fast, log=None)
+    assert again.designs[:3] == first.designs and len(again.values) == 4
