@@ -386,3 +386,15 @@ def test_damoe_search_trials_are_store_runs_and_a_search_resumes(registered_llm,
         assert stored["users"] == 6  # Data_BO: 60% of the 10 users
     again = search_damoe(spec, tiny_split(), runs_dir=tmp_path, iterations=4, n_init=2, settings=fast, log=None)
     assert again.designs[:3] == first.designs and len(again.values) == 4
+
+
+def test_item_text_comes_from_the_shared_readers(tmp_path):
+    from mltfrkit.mixrec.train import MixRecSpec, item_texts
+
+    csv = tmp_path / "titles.csv"
+    csv.write_text("item,title\n" + "".join(f"i{i},Film number {i}\n" for i in range(1, N_ITEMS + 1)))
+    split = tiny_split()
+    assert item_texts(MixRecSpec("tiny-mixrec", text=str(csv)), split)[3] == "Film number 3"
+    assert item_texts(MixRecSpec("tiny-mixrec"), split) == split.item_titles  # no title file: the split's own
+    with pytest.raises(FileNotFoundError, match="no such title file"):
+        MixRecSpec("tiny-mixrec", text=str(tmp_path / "absent.csv"))

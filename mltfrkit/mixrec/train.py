@@ -38,11 +38,11 @@ BACKBONE = "mixrec"
 CHECKPOINT = "checkpoint.pt"
 HARD = "hard_negatives.pt"
 CHECKPOINT_PARTS = ("config", "model", "optimizer", "scheduler", "state")
-TEXT_SOURCES = ("titles",)
 
 # name -> loader returning (model, tokenizer); "SmolLM2-135M", folders and hub ids go through load_llm
 _LLM_LOADERS: dict[str, Callable[[], tuple]] = {}
 _LLM_CACHE: dict[str, tuple] = {}
+_TEXT_CACHE: dict[tuple, dict[int, str]] = {}
 
 
 def register_llm(name: str, loader: Callable[[], tuple]) -> None:
@@ -114,7 +114,9 @@ class MixRecSpec:
 
     dataset: str
     llm: str = "SmolLM2-135M"
-    text: str = "titles"  # the split's item titles (ml-100k, ml-1m); more sources come with mltfrkit.data.text
+    # "titles": the dataset's own title file (mltfrkit.data.text: ml-100k / ml-1m .item, Amazon meta_*.json.gz
+    # in the data directory); or a path to a title file (a CSV item,title, an Amazon meta file)
+    text: str = "titles"
     model: MixRecConfig = field(default_factory=MixRecConfig)
     train: MixRecTrainConfig = field(default_factory=MixRecTrainConfig)
     backbone: str = BACKBONE
@@ -124,8 +126,9 @@ class MixRecSpec:
             self.model = MixRecConfig(**self.model)
         if isinstance(self.train, dict):
             self.train = MixRecTrainConfig(**self.train)
-        if self.text not in TEXT_SOURCES:
-            raise ValueError(f"text must be one of {list(TEXT_SOURCES)}, not {self.text!r}")
+        if self.text != "titles" and not Path(self.text).expanduser().exists():
+            raise FileNotFoundError(f"text={self.text!r}: no such title file; use 'titles' (the dataset's own) or "
+                                    f"the path of a CSV item,title or an Amazon meta_<Category>.json.gz")
 
     @property
     def plugin(self) -> str:  # the store's row names the variant where backbones name their plug-in
@@ -140,21 +143,29 @@ class MixRecSpec:
         payload = json.dumps(self.to_dict(data_sha256, text_sha256), sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
-    def run_dir(self, split, runs_dir: str | os.PathLike | None = None) -> Path:
+    def run_dir(self, split, runs_dir: str | os.PathLike | None = None, data_dir=None) -> Path:
         """``<store>/<dataset>-mixrec-<variant>-<key>``, the store being ``ResultStore(runs_dir)``'s folder."""
         from mltfrkit.runs import store_root
 
-        text_sha = text_digest(item_texts(self, split))
+        text_sha = text_digest(item_texts(self, split, data_dir))
         return store_root(runs_dir) / f"{split.name}-{BACKBONE}-{self.model.variant}-{self.key(split.source_sha256, text_sha)}"
 
 
-def item_texts(spec: MixRecSpec, split) -> dict[int, str]:
-    if spec.text == "titles":
-        if not split.item_titles:
-            raise ValueError(f"dataset {split.name} has no item titles; MixRec reads item text (ml-100k and ml-1m "
-                             f"have titles)")
-        return dict(split.item_titles)
-    raise ValueError(f"unknown text source {spec.text!r}")
+def item_texts(spec: MixRecSpec, split, data_dir=None) -> dict[int, str]:
+    """Item text by internal id, read by :func:`mltfrkit.data.text.item_titles` (shared with Table 4). A
+    split built in memory with ``item_titles`` and no title file on disk uses those titles."""
+    from mltfrkit.data.text import NoTitlesError, item_titles
+
+    key = (split.name, split.source_sha256, split.n_items, spec.text, str(data_dir))
+    if key not in _TEXT_CACHE:  # read once per process: run_dir, the key and the model all need it
+        try:
+            titles = item_titles(split, data_dir, titles_file=None if spec.text == "titles" else spec.text).titles
+        except NoTitlesError:
+            if not (spec.text == "titles" and split.item_titles):
+                raise
+            titles = split.item_titles
+        _TEXT_CACHE[key] = dict(titles)
+    return _TEXT_CACHE[key]
 
 
 def text_digest(texts: dict) -> str:
@@ -212,12 +223,12 @@ def evaluate_mixrec(model: MixRec, split, users: np.ndarray, which: str, ks, bat
     return out
 
 
-def build_mixrec(spec: MixRecSpec, split, device="cpu") -> MixRec:
+def build_mixrec(spec: MixRecSpec, split, device="cpu", data_dir=None) -> MixRec:
     from mltfrkit.mixrec.sentences import build_item_sentences, prompt_tokens
     from mltfrkit.train import seed_everything
 
     parts, tokenizer = get_llm(spec.llm)
-    sentences = build_item_sentences(item_texts(spec, split), split.n_items, tokenizer, spec.model.max_tokens,
+    sentences = build_item_sentences(item_texts(spec, split, data_dir), split.n_items, tokenizer, spec.model.max_tokens,
                                      fallback={i: split.item_ids[i] for i in range(1, split.n_items + 1)})
     seed_everything(spec.train.seed)
     return MixRec(parts, sentences, prompt_tokens(tokenizer), split.n_users, spec.model).to(device)
@@ -255,26 +266,26 @@ def run_mixrec(spec: MixRecSpec, data_dir=None, runs_dir=None, split=None, log: 
     from mltfrkit.store import read_result
 
     split = split if split is not None else load_dataset(spec.dataset, data_dir)
-    run_dir = spec.run_dir(split, runs_dir)
+    run_dir = spec.run_dir(split, runs_dir, data_dir)
     ensure_directory(run_dir, "the run directory (--runs-dir / MLTFR_RUNS_DIR)")
     with run_lock(run_dir, log=log):
         stored = read_result(run_dir / "result.json")
         if stored is not None:
             stored["run_dir"] = str(run_dir)
             return stored
-        return _train(spec, split, run_dir, log, stop_after_steps)
+        return _train(spec, split, run_dir, log, stop_after_steps, data_dir)
 
 
-def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | None) -> dict | None:
+def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | None, data_dir=None) -> dict | None:
     from mltfrkit.paths import atomic_write_json
     from mltfrkit.train.checkpoint import CheckpointError, load_torch, save_torch
     from mltfrkit.train.trainer import library_versions, resolve_device
 
     cfg = spec.train
     device = resolve_device(cfg.device)
-    texts = item_texts(spec, split)
+    texts = item_texts(spec, split, data_dir)
     config = spec.to_dict(split.source_sha256, text_digest(texts))
-    model = build_mixrec(spec, split, device)
+    model = build_mixrec(spec, split, device, data_dir)
     model.hard_negatives = _hard_negatives(model, split, run_dir, log) if "cl" in spec.model.losses_used() else None
     users = subset_users(split.n_users, cfg.user_fraction, cfg.subset_seed)
     train_users, windows = training_windows(split, users, spec.model.history_len)
