@@ -251,6 +251,10 @@ def test_serial_and_parallel_adapter_forms():
     with pytest.raises(ValueError, match="needs 3 x 2 = 6"):
         make_model(design=(0, 1, 0))
     assert len(make_model(replace_every=2).damoe_layers) == 1
+    truncated = make_model(llm_layers=1, design=(1, 1, 0))  # the CPU reduction: the LLM's first layer only
+    assert len(truncated.adapters) == 1 and truncated.adapters[0].forms == (1, 1, 0)
+    with pytest.raises(ValueError, match="the LLM has 2 layers"):
+        make_model(llm_layers=3)
 
 
 def test_llmrec_trains_only_the_projection_and_special_tokens():

@@ -106,7 +106,7 @@ def llm_text_embeddings(model, batch_items: int = 64) -> torch.Tensor:
                            torch.zeros(len(items), 1, dtype=torch.long), torch.zeros(len(items), 0, dtype=torch.long))
         mask = causal_mask(batch)
         x = parts.embed(ids, positions)
-        for layer in parts.layers:
+        for layer in model.layers:
             normed = layer.attn_norm(x)
             (a,) = attention(parts, layer, normed, normed, positions, positions, [mask])
             x = x + a

@@ -68,6 +68,8 @@ class MixRecConfig:
     hard_fraction: float = 0.005  # Appendix A: top 0.5% nearest items per similarity
     max_align_items: int = 64  # items per batch in L_align (the batch's CL items first)
     gradient_checkpointing: bool = False
+    # Keep only the LLM's first k layers (None = all): a CPU-budget reduction, never the paper's setting
+    llm_layers: int | None = None
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -82,6 +84,8 @@ class MixRecConfig:
                      "max_align_items"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.llm_layers is not None and self.llm_layers < 1:
+            raise ValueError(f"llm_layers must be at least 1 (or None = all), not {self.llm_layers}")
         if not (self.tau > 0 and math.isfinite(self.tau)):
             raise ValueError(f"tau must be positive, not {self.tau}")
         if self.design is not None:
@@ -160,6 +164,10 @@ class MixRec(nn.Module):
             p.requires_grad_(False)
         self.n_items = sentences.n_items
         self.n_users = n_users
+        if config.llm_layers is not None and config.llm_layers > parts.n_layers:
+            raise ValueError(f"llm_layers={config.llm_layers}, but the LLM has {parts.n_layers} layers")
+        self.n_layers = config.llm_layers or parts.n_layers
+        self.layers = parts.layers[:self.n_layers]
         d = parts.hidden_size
         self.register_buffer("item_tokens", sentences.tokens.clone(), persistent=False)
         self.register_buffer("item_lengths", sentences.lengths.clone(), persistent=False)
@@ -172,10 +180,10 @@ class MixRec(nn.Module):
         self.damoe_layers = self._damoe_layer_indices()
         if config.design is not None and len(config.design) != PARTS_PER_LAYER * len(self.damoe_layers):
             raise ValueError(f"design has {len(config.design)} bits; this LLM has {len(self.damoe_layers)} DAMoE "
-                             f"layers (n_layers={parts.n_layers}, replace_every={config.replace_every}), so it needs "
+                             f"layers (n_layers={self.n_layers}, replace_every={config.replace_every}), so it needs "
                              f"3 x {len(self.damoe_layers)} = {PARTS_PER_LAYER * len(self.damoe_layers)}")
         adapters = []
-        for k in range(parts.n_layers):
+        for k in range(self.n_layers):
             if config.variant == "llmrec":
                 adapters.append(LayerAdapters("none", d, config, (SERIAL,) * 3))
             elif config.variant == "mixrec_base":
@@ -195,7 +203,7 @@ class MixRec(nn.Module):
         if self.config.variant != "mixrec":
             return []
         r = self.config.replace_every
-        return [k for k in range(self.parts.n_layers) if (k + 1) % r == 0]
+        return [k for k in range(self.n_layers) if (k + 1) % r == 0]
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """The parameters MixRec trains (what a checkpoint needs; the frozen LLM is reloaded)."""
@@ -221,7 +229,7 @@ class MixRec(nn.Module):
                 masks = {k: v[..., C:] for k, v in masks.items()}
                 C = 0
         k_pos = torch.cat([batch.positions.new_zeros(batch.positions.shape[0], C), batch.positions], 1)
-        for index, (layer, adapters) in enumerate(zip(self.parts.layers, self.adapters)):
+        for layer, adapters in zip(self.layers, self.adapters):
             run = lambda x_, slots_, layer=layer, adapters=adapters: self._layer(  # noqa: E731
                 layer, adapters, x_, slots_, batch.positions, k_pos, masks)
             if self.config.gradient_checkpointing and self.training:

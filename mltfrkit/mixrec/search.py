@@ -211,7 +211,8 @@ def search_damoe(spec, split, runs_dir=None, iterations: int = 30, n_init: int =
 
     parts, _ = get_llm(spec.llm)
     r = spec.model.replace_every
-    n_bits = PARTS_PER_LAYER * sum(1 for k in range(parts.n_layers) if (k + 1) % r == 0)
+    n_layers = spec.model.llm_layers or parts.n_layers
+    n_bits = PARTS_PER_LAYER * sum(1 for k in range(n_layers) if (k + 1) % r == 0)
     key = spec.key(split.source_sha256, f"search:{iterations}:{n_init}:{seed}")
     folder = store_root(runs_dir) / f"{split.name}-mixrec-search-{key}"
     folder.mkdir(parents=True, exist_ok=True)
