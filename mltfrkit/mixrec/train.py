@@ -36,7 +36,6 @@ from mltfrkit.train.metrics import metrics_from_ranks, pad_left, target_ranks
 
 BACKBONE = "mixrec"
 CHECKPOINT = "checkpoint.pt"
-HARD = "hard_negatives.pt"
 CHECKPOINT_PARTS = ("config", "model", "optimizer", "scheduler", "state")
 
 # name -> loader returning (model, tokenizer); "SmolLM2-135M", folders and hub ids go through load_llm
@@ -234,11 +233,18 @@ def build_mixrec(spec: MixRecSpec, split, device="cpu", data_dir=None) -> MixRec
     return MixRec(parts, sentences, prompt_tokens(tokenizer), split.n_users, spec.model).to(device)
 
 
-def _hard_negatives(model: MixRec, split, run_dir: Path, log) -> list[torch.Tensor]:
+def _hard_negatives(model: MixRec, spec: MixRecSpec, split, text_sha: str, log) -> list[torch.Tensor]:
+    """Appendix A's hard sets, computed once per (data, text, LLM, sentence length, fraction) and cached under
+    ``<cache>/mixrec/``: every run and BO trial on the same data shares them."""
     from mltfrkit.mixrec.hard import hard_negative_sets, llm_text_embeddings
+    from mltfrkit.paths import cache_dir
     from mltfrkit.train.checkpoint import load_torch, save_torch
 
-    path = run_dir / HARD
+    identity = {"data": split.source_sha256, "split": split.fingerprint(), "text": text_sha, "llm": spec.llm,
+                "llm_layers": spec.model.llm_layers, "max_tokens": spec.model.max_tokens,
+                "fraction": spec.model.hard_fraction, "v": 1}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir("mixrec") / f"hard-{split.name}-{digest}.pt"
     if path.exists():
         saved = load_torch(path, what="hard negatives", remedy="delete it; it is recomputed")
         return list(torch.split(saved["items"], saved["counts"].tolist()))
@@ -249,7 +255,7 @@ def _hard_negatives(model: MixRec, split, run_dir: Path, log) -> list[torch.Tens
     if log:
         sizes = np.array([len(s) for s in sets[1:]])
         log(f"hard negatives (Appendix A): mean {sizes.mean():.1f} per item, {int((sizes == 0).sum())} items with "
-            f"none ({time.perf_counter() - started:.1f}s)")
+            f"none ({time.perf_counter() - started:.1f}s; cached in {path})")
     return sets
 
 
@@ -283,10 +289,11 @@ def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | 
 
     cfg = spec.train
     device = resolve_device(cfg.device)
-    texts = item_texts(spec, split, data_dir)
-    config = spec.to_dict(split.source_sha256, text_digest(texts))
+    text_sha = text_digest(item_texts(spec, split, data_dir))
+    config = spec.to_dict(split.source_sha256, text_sha)
     model = build_mixrec(spec, split, device, data_dir)
-    model.hard_negatives = _hard_negatives(model, split, run_dir, log) if "cl" in spec.model.losses_used() else None
+    model.hard_negatives = _hard_negatives(model, spec, split, text_sha, log) if "cl" in spec.model.losses_used() \
+        else None
     users = subset_users(split.n_users, cfg.user_fraction, cfg.subset_seed)
     train_users, windows = training_windows(split, users, spec.model.history_len)
     steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
