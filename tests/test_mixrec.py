@@ -24,14 +24,7 @@ WORDS = ["Toy", "Story", "Heat", "Casino", "Drama", "Comedy", "Action", "River",
 N_ITEMS, N_USERS = 14, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (conftest sets two): these tiny ops lose more to thread hand-offs on a busy
-    machine than a second thread gains."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_tokenizer():

@@ -16,17 +16,10 @@ from mltfrkit.mixrec.search import PRSettings, SearchLog, bayesian_search, rando
 
 L = 3  # DAMoE layers: 3L = 9 bits, 512 designs
 BITS = 3 * L
-FAST = PRSettings(restarts=2, steps=25, samples=64, candidates=128)
+FAST = PRSettings(restarts=2, steps=15, samples=32, candidates=64)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread (conftest sets two): these tiny ops lose more to thread hand-offs on a busy
-    machine than a second thread gains."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def synthetic(seed: int = 3):
