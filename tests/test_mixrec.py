@@ -395,3 +395,24 @@ def test_item_text_comes_from_the_shared_readers(tmp_path):
     assert item_texts(MixRecSpec("tiny-mixrec"), split) == split.item_titles  # no title file: the split's own
     with pytest.raises(FileNotFoundError, match="no such title file"):
         MixRecSpec("tiny-mixrec", text=str(tmp_path / "absent.csv"))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_bf16_autocast_runs():
+    seqs, users = torch.tensor([[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]), torch.tensor([0, 1])
+    plain = make_model()
+    checkpointed = make_model(parts=plain.parts, gradient_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    grads = []
+    for model in (plain, checkpointed):
+        model.train()
+        loss = model.losses(users, seqs, torch.Generator().manual_seed(0))["total"]
+        loss.backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for key in grads[0]:
+        torch.testing.assert_close(grads[0][key], grads[1][key], atol=1e-6, rtol=1e-5)
+    with torch.no_grad():
+        full = plain.losses(users, seqs, torch.Generator().manual_seed(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = plain.losses(users, seqs, torch.Generator().manual_seed(0))
+    assert float(half["seq"]) == pytest.approx(float(full["seq"]), rel=0.05)  # bf16 matmuls, same loss to ~1%

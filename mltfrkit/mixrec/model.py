@@ -209,6 +209,15 @@ class MixRec(nn.Module):
         """The parameters MixRec trains (what a checkpoint needs; the frozen LLM is reloaded)."""
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
+    def load_trainable_state(self, state: dict[str, torch.Tensor], source: str = "the checkpoint") -> None:
+        """Load :meth:`trainable_state`'s tensors; anything missing or extra is an error naming it."""
+        expected = set(self.trainable_state())
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or extra:
+            raise ValueError(f"{source} does not fit this MixRec (missing {missing[:5]}, unexpected {extra[:5]}): it "
+                             f"was written by another configuration; delete it to start over")
+        self.load_state_dict(state, strict=False)
+
     # -- the forward pass --------------------------------------------------------------
     def embed(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         special = ids >= self.parts.vocab_size

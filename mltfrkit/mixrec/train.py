@@ -311,7 +311,7 @@ def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | 
                                   f"to train the run again from the start")
         if json.dumps(saved["config"], sort_keys=True) != json.dumps(config, sort_keys=True):
             raise ValueError(f"{checkpoint} belongs to a different configuration; delete it to start over")
-        model.load_state_dict(saved["model"], strict=False)
+        model.load_trainable_state(saved["model"], str(checkpoint))
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         state = saved["state"]
@@ -357,7 +357,7 @@ def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | 
             stopping = stop_after_steps is not None and steps_this_call >= stop_after_steps
             if stopping or (step + 1) % cfg.checkpoint_steps == 0:
                 state["generator"] = generator.get_state()
-                state["seconds"] += time.perf_counter() - started
+                state["epoch_seconds"] = state.get("epoch_seconds", 0.0) + time.perf_counter() - started
                 started = time.perf_counter()
                 save()
             if stopping:
@@ -366,7 +366,7 @@ def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | 
                 return None
         valid = evaluate_mixrec(model, split, users, "valid", cfg.ks, cfg.eval_batch, cfg.exclude_history, device,
                                 autocast)
-        seconds = time.perf_counter() - started
+        seconds = state.get("epoch_seconds", 0.0) + time.perf_counter() - started  # the whole epoch, resumed or not
         n = max(1, state["step_in_epoch"])
         entry = {"epoch": epoch, "loss": state["loss_sum"] / n, "terms": {k: v / n for k, v in state["terms"].items()},
                  "valid": valid, "seconds": seconds}
@@ -379,12 +379,12 @@ def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | 
         if log:
             log(f"epoch {epoch:3d}  loss {entry['loss']:.4f}  valid {cfg.valid_metric} {valid[cfg.valid_metric]:.4f}  "
                 f"MRR {valid['MRR']:.4f}  ({seconds:.1f}s){'  *' if improved else ''}")
-        state.update(epoch=epoch, step_in_epoch=0, loss_sum=0.0, terms={}, generator=None)
+        state.update(epoch=epoch, step_in_epoch=0, loss_sum=0.0, terms={}, generator=None, epoch_seconds=0.0)
         save()
         if epoch - state["best_epoch"] >= cfg.patience:
             break
     if state["best_state"] is not None:
-        model.load_state_dict(state["best_state"], strict=False)
+        model.load_trainable_state(state["best_state"], "the best epoch's weights")
     test = evaluate_mixrec(model, split, users, "test", cfg.ks, cfg.eval_batch, cfg.exclude_history, device, autocast)
     best_valid = next((h["valid"] for h in state["history"] if h["epoch"] == state["best_epoch"]), {})
     result = {"config": config, "best_epoch": state["best_epoch"], "best_valid": best_valid, "test": test,
