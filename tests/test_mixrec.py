@@ -15,8 +15,8 @@ transformers = pytest.importorskip("transformers")
 from mltfrkit.data.split import SplitData  # noqa: E402
 from mltfrkit.mixrec.cf import BPRMF, NCF  # noqa: E402
 from mltfrkit.mixrec.llm import DecoderParts, attention  # noqa: E402
-from mltfrkit.mixrec.masks import (ALL_SEGMENTS, TokenBatch, align_batch, causal_mask, context_mask,  # noqa: E402
-                                   sequence_batch)
+from mltfrkit.mixrec.masks import (ALL_SEGMENTS, TokenBatch, align_batch, causal_mask, cf_positions,  # noqa: E402
+                                   context_mask, sequence_batch)
 from mltfrkit.mixrec.model import PARALLEL, SERIAL, Adapter, MixRec, MixRecConfig, adapted  # noqa: E402
 from mltfrkit.mixrec.sentences import build_item_sentences, flatten_attributes, prompt_tokens  # noqa: E402
 
@@ -139,6 +139,12 @@ def test_sequence_layout_reads_out_each_items_seq_token():
                 sentence = batch.ids[row][batch.segment[row] == slot][:-1]
                 assert sentence.tolist() == model.item_tokens[seqs[row, slot], :model.item_lengths[seqs[row, slot]]].tolist()
     assert batch.cf_owner.tolist() == [[ALL_SEGMENTS, -1, -1, 2, 3], [ALL_SEGMENTS, 0, 1, 2, 3]]
+    positions = cf_positions(batch)  # an item's slot sits where its sentence starts; the user's at 0
+    for row in range(2):
+        for slot in range(4):
+            first = (batch.segment[row] == slot).nonzero()
+            assert positions[row, 1 + slot] == (batch.positions[row, first[0, 0]] if len(first) else 0)
+    assert positions[:, 0].tolist() == [0, 0] and positions[1, 2] > 0
     aligned = align_batch(torch.tensor([3, 7]), model.item_tokens, model.item_lengths, model.prompt, model.align_id, True)
     assert (aligned.ids.gather(1, aligned.readout) == model.align_id).all()
 

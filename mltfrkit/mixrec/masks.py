@@ -23,6 +23,13 @@ Masks, as boolean (B, 1, T, C + T) tensors with True = may attend (the CF slots'
   it: intra-item relations) and to the CF slots its segment owns; never to another item's tokens.
 
 Padding keys are never attended; a padding query attends to itself only, so its row stays finite.
+
+Positions of the CF slots (:func:`cf_positions`): a slot takes the position of the first token of
+the item it belongs to, the user's slot position 0. This matters for rotary LLMs only (SmolLM2,
+Llama): an item's tokens then see their collaborative vector at the short relative distance of a
+token of their own item, not at the distance of the sequence's start. The paper's OPT-125M adds
+learned absolute positions to token embeddings only, so its CF slots carry no position at all,
+which is what our OPT path does too.
 """
 
 from __future__ import annotations
@@ -122,6 +129,16 @@ def align_batch(items: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor
     readout = marker.long().argmax(1, keepdim=True)
     cf_owner = torch.ones(N, 1 if with_cf else 0, dtype=torch.long, device=device)
     return TokenBatch(ids, valid, segment, positions, readout, cf_owner)
+
+
+def cf_positions(batch: TokenBatch) -> torch.Tensor:
+    """(B, C) RoPE positions of the CF slots: the first token of the owning segment; 0 for the user's slot."""
+    owner = batch.cf_owner
+    if owner.shape[1] == 0:
+        return owner.clone()
+    match = (batch.segment.unsqueeze(1) == owner.unsqueeze(2)) & (owner >= 0).unsqueeze(2)  # (B, C, T)
+    first = match.to(torch.int8).argmax(-1)
+    return torch.where(match.any(-1), batch.positions.gather(1, first), torch.zeros_like(first))
 
 
 def _with_self(mask: torch.Tensor, valid: torch.Tensor, n_cf: int) -> torch.Tensor:

@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from mltfrkit.mixrec.cf import CF_MODELS, CFInjection, build_cf
 from mltfrkit.mixrec.llm import DecoderParts, attention
-from mltfrkit.mixrec.masks import TokenBatch, align_batch, causal_mask, context_mask, sequence_batch
+from mltfrkit.mixrec.masks import TokenBatch, align_batch, causal_mask, cf_positions, context_mask, sequence_batch
 from mltfrkit.mixrec.sentences import ItemSentences
 
 VARIANTS = ("llmrec", "mixrec_base", "mixrec")
@@ -237,7 +237,7 @@ class MixRec(nn.Module):
             if C:  # no CF model: the slots exist in the layout but are never visible
                 masks = {k: v[..., C:] for k, v in masks.items()}
                 C = 0
-        k_pos = torch.cat([batch.positions.new_zeros(batch.positions.shape[0], C), batch.positions], 1)
+        k_pos = torch.cat([cf_positions(batch)[:, :C], batch.positions], 1)
         for layer, adapters in zip(self.layers, self.adapters):
             run = lambda x_, slots_, layer=layer, adapters=adapters: self._layer(  # noqa: E731
                 layer, adapters, x_, slots_, batch.positions, k_pos, masks)
