@@ -422,3 +422,26 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_bf16_autocast_runs(
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half = plain.losses(users, seqs, torch.Generator().manual_seed(0))
     assert float(half["seq"]) == pytest.approx(float(full["seq"]), rel=0.05)  # bf16 matmuls, same loss to ~1%
+
+
+def test_comparison_table_reads_a_backbone_run_with_mrr_from_the_same_ranking(tmp_path, monkeypatch):
+    from conftest import make_tiny_split
+
+    from mltfrkit.mixrec.experiment import backbone_metrics, comparison_table, mixrec_spec
+    from mltfrkit.runs import RunSpec, run_training
+    from mltfrkit.train import TrainConfig
+
+    split = make_tiny_split()
+    monkeypatch.setattr("mltfrkit.runs.load_dataset", lambda name, data_dir=None: split)
+    spec = RunSpec("tiny", "sasrec", model={"max_len": 8, "hidden_size": 16}, train=TrainConfig(epochs=2, device="cpu"))
+    result = run_training(spec, root=tmp_path, progress=False, log=None)
+    metrics = backbone_metrics(result["run_dir"])
+    for key in ("HR@10", "NDCG@20"):
+        assert metrics[key] == pytest.approx(result["test"][key])  # the trainer's own figures, recomputed
+    assert metrics["HR@5"] / 5 <= metrics["MRR"] <= 1  # a hit in the top 5 contributes at least 1/5
+    table = comparison_table({"sasrec": metrics, "mixrec": {"NDCG@10": 0.1, "HR@10": 0.2, "MRR": 0.05}})
+    assert list(table.columns) == ["NDCG@10", "Recall@10", "MRR", "HR@20", "NDCG@20"]
+    assert table.loc["mixrec", "Recall@10"] == 0.2 and np.isnan(table.loc["mixrec", "HR@20"])
+    assert mixrec_spec("mixrec", profile="paper").model.max_tokens == 30
+    with pytest.raises(ValueError, match="profile must be one of"):
+        mixrec_spec("mixrec", profile="fast")
