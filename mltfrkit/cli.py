@@ -314,9 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
 
+    from mltfrkit.mixrec.cli import add_mixrec_parser
     from mltfrkit.vocab.cli import add_vocab_parser
 
     add_vocab_parser(sub)
+    add_mixrec_parser(sub)
 
     diagnose = sub.add_parser("diagnose", help="selection sharpness of a trained MLTFR run, per noise mode")
     diagnose.add_argument("run_dir")

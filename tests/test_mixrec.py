@@ -445,3 +445,16 @@ def test_comparison_table_reads_a_backbone_run_with_mrr_from_the_same_ranking(tm
     assert mixrec_spec("mixrec", profile="paper").model.max_tokens == 30
     with pytest.raises(ValueError, match="profile must be one of"):
         mixrec_spec("mixrec", profile="fast")
+
+
+def test_command_line_refuses_a_bad_design_and_a_dataset_without_titles(tmp_path, capsys):
+    from mltfrkit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["mixrec", "train", "--design", "012"])
+    assert "0 (serial) / 1 (parallel) bits" in capsys.readouterr().err
+    data = tmp_path / "plain.txt"
+    data.write_text("".join(f"u{u} " + " ".join(f"i{(u + k) % 9}" for k in range(6)) + "\n" for u in range(12)))
+    assert main(["mixrec", "train", "--dataset", str(data), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mltfrkit: error:") and "title" in err

@@ -36,7 +36,8 @@ PROFILES = ("cpu", "paper")
 
 
 def mixrec_spec(variant: str, dataset: str = "ml-100k", profile: str = "cpu", seed: int = 0,
-                epochs: int | None = None, design: tuple[int, ...] | None = None, llm: str = "SmolLM2-135M") -> MixRecSpec:
+                epochs: int | None = None, design: tuple[int, ...] | None = None, llm: str = "SmolLM2-135M",
+                text: str = "titles") -> MixRecSpec:
     """One variant's run under a profile."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {list(PROFILES)}, not {profile!r}")
@@ -48,7 +49,7 @@ def mixrec_spec(variant: str, dataset: str = "ml-100k", profile: str = "cpu", se
     else:
         model = MixRecConfig(variant=variant, design=design)
         train = MixRecTrainConfig(epochs=epochs or 40, seed=seed)
-    return MixRecSpec(dataset, llm=llm, model=model, train=train)
+    return MixRecSpec(dataset, llm=llm, text=text, model=model, train=train)
 
 
 def bo_spec(spec: MixRecSpec, user_fraction: float, epochs: int = 1) -> MixRecSpec:
