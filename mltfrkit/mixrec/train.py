@@ -159,9 +159,10 @@ def item_texts(spec: MixRecSpec, split, data_dir=None) -> dict[int, str]:
     if key not in _TEXT_CACHE:  # read once per process: run_dir, the key and the model all need it
         try:
             titles = item_titles(split, data_dir, titles_file=None if spec.text == "titles" else spec.text).titles
-        except NoTitlesError:
+        except NoTitlesError as error:
             if not (spec.text == "titles" and split.item_titles):
-                raise
+                raise NoTitlesError(f"{error} For MixRec: MixRecSpec(text=PATH), or `mltfrkit mixrec ... --text PATH`.") \
+                    from None
             titles = split.item_titles
         _TEXT_CACHE[key] = dict(titles)
     return _TEXT_CACHE[key]
