@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import numpy as np
 import torch
 
 def main(argv=None):
@@ -23,6 +24,7 @@ def main(argv=None):
     parser.add_argument("--bo-init", type=int, default=3)
     parser.add_argument("--bo-users", type=float, default=0.2)
     parser.add_argument("--runs-dir", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--stages", nargs="+",
                         default=["llmrec", "mixrec_base", "mixrec", "search", "mixrec_bo", "baselines"])
     parser.add_argument("--baseline-epochs", type=int, default=100,
@@ -37,37 +39,51 @@ def main(argv=None):
     print("reductions:", json.dumps(CPU_REDUCTIONS, indent=1), flush=True)
 
     split = load_dataset("ml-100k")
-    results = {}
+    results: dict[str, list[dict]] = {}  # model -> test metrics per seed
+
+    def log(message):
+        print(message, flush=True)
+
     for stage in ("llmrec", "mixrec_base", "mixrec"):
         if stage in args.stages:
-            results[stage] = run_mixrec(mixrec_spec(stage, epochs=args.epochs), split=split, runs_dir=args.runs_dir,
-                                        log=lambda m: print(m, flush=True))
-            print(stage, "test", results[stage]["test"], flush=True)
+            for seed in args.seeds:
+                result = run_mixrec(mixrec_spec(stage, seed=seed, epochs=args.epochs), split=split,
+                                    runs_dir=args.runs_dir, log=log)
+                results.setdefault(stage, []).append(result["test"])
+                log(f"{stage} seed {seed} test {result['test']}")
     if "search" in args.stages or "mixrec_bo" in args.stages:
         bo = bo_spec(mixrec_spec("mixrec"), args.bo_users)
         trials = search_damoe(bo, split, runs_dir=args.runs_dir, iterations=args.bo_iterations, n_init=args.bo_init,
-                              log=lambda m: print(m, flush=True))
+                              log=log)
         design, value = trials.best()
-        print(f"DAMoE design chosen by BO: {''.join(map(str, design))} (validation MRR on Data_BO {value:.5f}); "
-              f"per layer (causal expert, context expert, rec adapter), 0 = serial, 1 = parallel", flush=True)
+        log(f"DAMoE design chosen by BO: {''.join(map(str, design))} (validation MRR on Data_BO {value:.5f}); "
+            f"per layer (causal expert, context expert, rec adapter), 0 = serial, 1 = parallel")
         if "mixrec_bo" in args.stages:
-            spec = mixrec_spec("mixrec", epochs=args.epochs, design=design)
-            results["mixrec_bo"] = run_mixrec(spec, split=split, runs_dir=args.runs_dir,
-                                              log=lambda m: print(m, flush=True))
-            print("mixrec (BO design) test", results["mixrec_bo"]["test"], flush=True)
-    rows = {name: result["test"] for name, result in results.items()}
+            for seed in args.seeds:
+                result = run_mixrec(mixrec_spec("mixrec", seed=seed, epochs=args.epochs, design=design), split=split,
+                                    runs_dir=args.runs_dir, log=log)
+                results.setdefault("mixrec (BO design)", []).append(result["test"])
+                log(f"mixrec (BO design) seed {seed} test {result['test']}")
     if "baselines" in args.stages:  # the toolkit's SASRec and SASRec + MLTFR (quick-profile MLTFR options)
         from mltfrkit.experiments import Experiment
         from mltfrkit.mixrec.experiment import backbone_metrics
 
         experiment = Experiment("ml-100k", profile="quick", epochs=args.baseline_epochs, runs_dir=args.runs_dir,
                                 device="cpu", progress=False)
-        for name, spec in (("sasrec", experiment.spec("sasrec")), ("sasrec+mltfr", experiment.spec("sasrec", "mltfr"))):
-            result = experiment.store.ensure(spec)
-            rows[name] = backbone_metrics(result["run_dir"])
-            print(name, "test", rows[name], flush=True)
-    print(comparison_table(rows).to_string(float_format="%.4f"), flush=True)
+        for seed in args.seeds:
+            for name, spec in (("sasrec", experiment.spec("sasrec", seed=seed)),
+                               ("sasrec+mltfr", experiment.spec("sasrec", "mltfr", seed=seed))):
+                result = experiment.store.ensure(spec)
+                results.setdefault(name, []).append(backbone_metrics(result["run_dir"]))
+                log(f"{name} seed {seed} test {results[name][-1]}")
+    log(f"test metrics, mean over seeds {args.seeds} (std in the second table):")
+    log(comparison_table(mean_over_seeds(results, np.mean)).to_string(float_format="%.4f"))
+    if len(args.seeds) > 1:
+        log(comparison_table(mean_over_seeds(results, np.std)).to_string(float_format="%.4f"))
 
+
+def mean_over_seeds(results, reduce):
+    return {name: {key: float(reduce([r[key] for r in runs])) for key in runs[0]} for name, runs in results.items()}
 
 if __name__ == "__main__":
     main()
