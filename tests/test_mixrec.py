@@ -339,6 +339,11 @@ def test_training_keeps_the_llm_frozen_trains_the_adapters_and_writes_a_store_ru
     rows = ResultStore(tmp_path, progress=False, log=None).records()
     assert rows.loc[0, "backbone"] == "mixrec" and rows.loc[0, "plugin"] == "mixrec"
     assert rows.loc[0, "NDCG@10"] == result["test"]["NDCG@10"]
+    from mltfrkit.mixrec.train import evaluate_mixrec, load_trained_mixrec
+
+    spec, split, model = load_trained_mixrec(result["run_dir"], split=tiny_split())
+    assert spec.key(split.source_sha256, result["config"]["text_sha256"]) in result["run_dir"]
+    assert evaluate_mixrec(model, split, np.arange(N_USERS), "test", spec.train.ks) == result["test"]
     # a second call reads the stored result, training nothing
     assert run_mixrec(tiny_spec(registered_llm), split=tiny_split(), runs_dir=tmp_path, log=None)["seconds"] == \
         result["seconds"]

@@ -407,3 +407,34 @@ def _llm_versions() -> dict:
 
 def spec_with(spec: MixRecSpec, **model_changes) -> MixRecSpec:
     return replace(spec, model=replace(spec.model, **model_changes))
+
+
+def spec_from_config(config: dict) -> MixRecSpec:
+    """The MixRecSpec a stored result's (or checkpoint's) ``config`` describes."""
+    model = dict(config["model"])
+    if model.get("design") is not None:
+        model["design"] = tuple(model["design"])
+    return MixRecSpec(config["dataset"], llm=config["llm"], text=config["text"], model=MixRecConfig(**model),
+                      train=MixRecTrainConfig(**config["train"]))
+
+
+def load_trained_mixrec(run_dir, data_dir=None, split=None, device="cpu"):
+    """(spec, split, model) of a stored MixRec run with its selected (best) weights: nothing is retrained.
+    What downstream readers (candidate pools, notebooks) use, as :func:`mltfrkit.runs.load_trained` for backbones."""
+    from mltfrkit.data import load_dataset
+    from mltfrkit.train.checkpoint import load_torch
+
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no MixRec checkpoint under {run_dir}: train the run first (mltfrkit mixrec train)")
+    saved = load_torch(path, map_location=device)
+    spec = spec_from_config(saved["config"])
+    split = split if split is not None else load_dataset(spec.dataset, data_dir)
+    if saved["config"]["data_sha256"] != split.source_sha256:
+        raise ValueError(f"{run_dir} was trained on another version of {spec.dataset}'s data file; point data_dir at "
+                         f"the file it was trained on")
+    model = build_mixrec(spec, split, device, data_dir)
+    model.load_trainable_state(saved["state"]["best_state"] or saved["model"], str(path))
+    model.eval()
+    return spec, split, model
