@@ -378,8 +378,9 @@ def _train(spec: MixRecSpec, split, run_dir: Path, log, stop_after_steps: int | 
             state["best_metric"], state["best_epoch"] = valid[cfg.valid_metric], epoch
             state["best_state"] = {k: v.detach().cpu().clone() for k, v in model.trainable_state().items()}
         if log:
-            log(f"epoch {epoch:3d}  loss {entry['loss']:.4f}  valid {cfg.valid_metric} {valid[cfg.valid_metric]:.4f}  "
-                f"MRR {valid['MRR']:.4f}  ({seconds:.1f}s){'  *' if improved else ''}")
+            shown = f"valid {cfg.valid_metric} {valid[cfg.valid_metric]:.4f}" + \
+                (f"  MRR {valid['MRR']:.4f}" if cfg.valid_metric != "MRR" else "")
+            log(f"epoch {epoch:3d}  loss {entry['loss']:.4f}  {shown}  ({seconds:.1f}s){'  *' if improved else ''}")
         state.update(epoch=epoch, step_in_epoch=0, loss_sum=0.0, terms={}, generator=None, epoch_seconds=0.0)
         save()
         if epoch - state["best_epoch"] >= cfg.patience:
