@@ -213,6 +213,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_data_list(args: argparse.Namespace) -> int:
     for spec in DATASETS.values():
         print(f"{spec.name:10s} {', '.join(spec.files):50s} {spec.origin}")
+        if spec.title_files:
+            print(f"{'':10s} titles: {', '.join(spec.title_files)}")
     return 0
 
 
@@ -323,9 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
 
+    from mltfrkit.mixrec.cli import add_mixrec_parser
     from mltfrkit.vocab.cli import add_vocab_parser
 
     add_vocab_parser(sub)
+    add_mixrec_parser(sub)
 
     diagnose = sub.add_parser("diagnose", help="selection sharpness of a trained MLTFR run, per noise mode")
     diagnose.add_argument("run_dir")

@@ -52,3 +52,14 @@ def make_tiny_split(n_users: int = 60, n_items: int = 30, seed: int = 0, min_len
 @pytest.fixture
 def tiny_split():
     return make_tiny_split()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for a test (the session uses two): tiny ops, such as a 2-layer test LLM or a GP
+    fit, lose more to thread hand-offs on a busy machine than a second thread gains (MixRec's tests ran
+    4x slower with two). Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

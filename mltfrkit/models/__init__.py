@@ -22,14 +22,42 @@ BACKBONES: dict[str, type[SequentialRecommender]] = {
 }
 
 
+# Models that read item text and train with their own entry point (an LLM does not fit the ID backbones'
+# interface: it needs the user, the item text and its own checkpoints). Registered by module path, so
+# importing the backbones never imports transformers. Each entry point writes runs the result store reads.
+TEXT_MODELS: dict[str, str] = {
+    "mixrec": "mltfrkit.mixrec.train:run_mixrec",
+}
+
+
 def backbone_names() -> list[str]:
     return sorted(BACKBONES)
+
+
+def model_names() -> list[str]:
+    """Every registered model: the ID backbones and the text models."""
+    return sorted({*BACKBONES, *TEXT_MODELS})
+
+
+def text_model_entry(name: str):
+    """The training entry point of a text model (``mixrec``: :func:`mltfrkit.mixrec.train.run_mixrec`)."""
+    from importlib import import_module
+
+    try:
+        module, function = TEXT_MODELS[name.lower()].split(":")
+    except KeyError:
+        raise KeyError(f"unknown text model {name!r}. Valid: {', '.join(sorted(TEXT_MODELS))}") from None
+    return getattr(import_module(module), function)
 
 
 def backbone_class(name: str) -> type[SequentialRecommender]:
     try:
         return BACKBONES[name.lower()]
     except KeyError:
+        if name.lower() in TEXT_MODELS:
+            raise KeyError(f"{name!r} is a text model with its own trainer, not an ID backbone: train it with "
+                           f"{TEXT_MODELS[name.lower()].replace(':', '.')} (see mltfrkit.models.text_model_entry)") \
+                from None
         raise KeyError(f"unknown backbone {name!r}. Valid backbones: {', '.join(backbone_names())}") from None
 
 
@@ -57,4 +85,5 @@ def build_backbone(name: str, n_items: int, **overrides) -> SequentialRecommende
 
 __all__ = ["BACKBONES", "BERT4Rec", "BERT4RecConfig", "BSARec", "BSARecConfig", "BackboneConfig", "CL4SRec",
            "CL4SRecConfig", "FMLPRec", "FMLPRecConfig", "LinRec", "LinRecConfig", "SASRec", "SASRecConfig",
-           "SequentialRecommender", "backbone_class", "backbone_names", "build_backbone", "make_config"]
+           "SequentialRecommender", "TEXT_MODELS", "backbone_class", "backbone_names", "build_backbone",
+           "make_config", "model_names", "text_model_entry"]
