@@ -208,6 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_data_list(args: argparse.Namespace) -> int:
     for spec in DATASETS.values():
         print(f"{spec.name:10s} {', '.join(spec.files):50s} {spec.origin}")
+        if spec.title_files:
+            print(f"{'':10s} titles: {', '.join(spec.title_files)}")
     return 0
 
 

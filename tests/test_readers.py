@@ -146,7 +146,7 @@ def test_missing_file_message(tmp_path):
 
 
 def test_unknown_dataset_lists_names():
-    with pytest.raises(KeyError, match="Valid names: ml-100k, Pantry, Beauty, Office, Music, Beer"):
+    with pytest.raises(KeyError, match="Valid names: ml-100k, ml-1m, Pantry, Beauty, Office, Music, Beer"):
         load_dataset("NoSuchSet")
 
 

