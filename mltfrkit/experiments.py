@@ -679,6 +679,10 @@ class Experiment:
                     low, high = bootstrap_ci(hits)
                     row.update(top1=float(hits.mean()), ci_low=low, ci_high=high, users=len(hits), invalid_rate=0.0)
                 rows.append(row)
+        if base_url and "likelihood" in variants:  # a chat endpoint returns no log-probabilities of given text
+            variants = tuple(v for v in variants if v != "likelihood")
+            if log:
+                log(f"{base_url}: the likelihood variant needs a local model; generation only")
         if variants:
             from mltfrkit.llmrec import OFFLINE_MODEL, make_backend, run_llm_on_pools
 

@@ -77,19 +77,20 @@ def test_likelihood_ranks_a_title_the_prompt_repeats_above_random_ones(smollm2):
     history = ["Heat (1995)", repeated, "Fargo (1996)", repeated, "Alien (1979)", repeated]
     others = ["Jumanji (1995)", "Sabrina (1995)", "Nixon (1995)", "Balto (1995)", "Othello (1995)", "Babe (1995)"]
     wins = 0
-    for position in range(len(others)):
+    for position in (0, 3, 6):  # first, middle, last
         candidates = others[:position] + [repeated] + others[position:]
         system, prefix, likelihood = prompt.chat_parts(history)
         scores = smollm2.run_user(system, prefix, None, likelihood, candidates).scores
         wins += int(np.argmax(scores) == position)
-    assert wins == len(others)  # wherever it stands among the candidates
+    assert wins == 3  # wherever it stands among the candidates
 
 
-def test_cached_prefix_gives_the_scores_and_answer_of_a_plain_forward(smollm2):
+def test_cached_prefix_gives_the_scores_and_answer_of_a_plain_forward(smollm2, monkeypatch):
     """The shared key/value cache is an optimisation only: scores equal a forward over the whole text, and
     the greedy answer equals transformers' own generate."""
     import torch
 
+    monkeypatch.setattr(smollm2, "max_new_tokens", 6)
     prompt = PromptSet(kind="movie", history_len=3)
     history, candidates = ["Heat (1995)", "Alien (1979)", "Fargo (1996)"], ["Toy Story (1995)", "Sabrina (1995)"]
     system, prefix, generation = prompt.chat_parts(history, candidates)
@@ -111,7 +112,7 @@ def test_cached_prefix_gives_the_scores_and_answer_of_a_plain_forward(smollm2):
     assert output.answer == smollm2.tokenizer.decode(reference[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-def test_llm_results_are_cached_and_resumed(smollm2, tmp_path):
+def test_llm_results_are_cached_and_resumed(smollm2, tmp_path, monkeypatch):
     from conftest import make_tiny_split
 
     from mltfrkit.data.text import ItemText
@@ -121,36 +122,40 @@ def test_llm_results_are_cached_and_resumed(smollm2, tmp_path):
     split = make_tiny_split(n_users=20, n_items=30)
     names = ["Heat", "Alien", "Fargo", "Babe", "Nixon", "Balto", "Sabrina", "Jumanji", "Othello", "Casino"]
     text = ItemText("tiny", 30, {i: f"{names[i % 10]} {i} (1995)" for i in range(1, 30)}, (30,), "inline")
-    pools = make_pools(split, PoolSpec(size=5, seed=1, max_users=3))
+    pools = make_pools(split, PoolSpec(size=3, seed=1, max_users=2))
+    monkeypatch.setattr(smollm2, "max_new_tokens", 4)  # a short answer is enough here
 
     class Interrupted(Exception):
         pass
 
-    calls = []
-
-    class StopsAfterTwo:  # the real model, interrupted once after two users
+    class Counting:  # the real model, counting its users; interrupted at call number `stop_at`
         name, fingerprint = smollm2.name, smollm2.fingerprint
 
+        def __init__(self, stop_at=None):
+            self.calls, self.stop_at = 0, stop_at
+
         def run_user(self, *args, **kwargs):
-            calls.append(1)
-            if len(calls) == 3:
+            self.calls += 1
+            if self.calls == self.stop_at:
                 raise Interrupted
             return smollm2.run_user(*args, **kwargs)
 
     with pytest.raises(Interrupted):
-        run_llm_on_pools(split, text, pools, StopsAfterTwo(), root=tmp_path, checkpoint_every=1, progress=False,
+        run_llm_on_pools(split, text, pools, Counting(stop_at=2), root=tmp_path, checkpoint_every=1, progress=False,
                          log=None)
     partial = list((tmp_path / "pools").glob("*.partial.json"))
-    assert len(partial) == 1 and len(json.loads(partial[0].read_text())["answers"]) == 2
-    result = run_llm_on_pools(split, text, pools, smollm2, root=tmp_path, progress=False, log=None)
-    assert len(result["answers"]) == len(result["scores"]) == 3 and result["complete"]
+    assert len(partial) == 1 and len(json.loads(partial[0].read_text())["answers"]) == 1
+    resumed = Counting()
+    result = run_llm_on_pools(split, text, pools, resumed, root=tmp_path, progress=False, log=None)
+    assert len(result["answers"]) == len(result["scores"]) == 2 and result["complete"]
+    assert resumed.calls == 1  # the interrupted run's first user was not asked again
     assert result["untitled_in_pools"] == sum(30 in row for row in pools.candidates)
     assert "Candidates:" in result["example"]["generation_user"] and result["prompt"]["version"] == 1
     assert set(result["metrics"]) == {"generation", "likelihood"} and result["users_per_second"] > 0
     assert not list((tmp_path / "pools").glob("*.partial.json"))
-    calls.clear()
-    again = run_llm_on_pools(split, text, pools, StopsAfterTwo(), root=tmp_path, progress=False, log=None)
-    assert not calls and again["answers"] == result["answers"]  # read, not recomputed
+    reader = Counting()
+    again = run_llm_on_pools(split, text, pools, reader, root=tmp_path, progress=False, log=None)
+    assert reader.calls == 0 and again["answers"] == result["answers"]  # read, not recomputed
 
 
 def test_unknown_model_and_missing_files_are_named():
