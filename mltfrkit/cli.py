@@ -202,11 +202,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from mltfrkit.runs import load_trained
     from mltfrkit.train.metrics import evaluate
 
+    if args.pool is not None:
+        return _evaluate_pool(args)
     _, split, model = load_trained(args.run_dir, args.data_dir)
     histories, targets = split.eval_pairs(args.split)
     metrics = evaluate(model, histories, targets, exclude_history=args.exclude_history)
     print(json.dumps({"run_dir": args.run_dir, "split": args.split, "exclude_history": args.exclude_history,
                       **{k: round(v, 5) for k, v in metrics.items()}}))
+    return 0
+
+
+def _evaluate_pool(args: argparse.Namespace) -> int:
+    """Candidate-pool metrics of a stored run (Table 4's protocol), cached in the run directory."""
+    from mltfrkit.store import pool_evaluation
+    from mltfrkit.train.pools import PoolSpec
+
+    if args.split != "test" or args.exclude_history:
+        raise ValueError("--pool evaluates the test split, and a pool never holds a history item: drop --split / "
+                         "--exclude-history")
+    pool = PoolSpec(size=args.pool, sampling=args.pool_sampling, seed=args.pool_seed, max_users=args.max_users)
+    evaluation = pool_evaluation(args.run_dir, pool, args.data_dir)
+    metrics = {k: round(v, 5) for k, v in evaluation.items() if isinstance(v, float)}
+    print(json.dumps({"run_dir": args.run_dir, "pool": evaluation["pool"], "users": evaluation["users"], **metrics}))
     return 0
 
 
@@ -343,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", default=None)
     evaluate.add_argument("--split", choices=["valid", "test"], default="test")
     evaluate.add_argument("--exclude-history", action="store_true", help="never rank the user's history items")
+    evaluate.add_argument("--pool", type=int, default=None, metavar="N",
+                          help="rank the test item among N candidates (it + N-1 negatives never interacted with; "
+                               "Table 4's protocol): top-1 accuracy, HR@k / NDCG@k within the pool")
+    evaluate.add_argument("--pool-sampling", choices=["uniform", "popularity"], default="uniform")
+    evaluate.add_argument("--pool-seed", type=int, default=0, help="the pools' seed: every method sees the same pools")
+    evaluate.add_argument("--max-users", type=int, default=None, help="a seeded sample of test users (default: all)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)

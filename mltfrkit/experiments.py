@@ -11,6 +11,7 @@ method                 what                                                     
 ``noise_ablation``     MLTFR over the filter's noise mode and K                    (ours)
 ``expert_sweep``       m = 1..6 experts, the first m sources of the preset         Fig. 3
 ``reproduction_gap``   the authors' configuration to ours, one switch per rung     (ours)
+``table4``             top-1 on candidate pools: backbones W/O / MLTFR vs an LLM   Table 4
 =====================  ==========================================================  ============
 
 Profiles: ``quick`` (early-stopped runs, vocabularies capped at 2,000 tokens, one seed: minutes on a laptop
@@ -97,6 +98,14 @@ PAPER_TABLE3: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
         "cl4srec": {"Full": (0.04897, 0.01943), "w/o SC": (0.04858, 0.01903)},
         "bsarec": {"Full": (0.04515, 0.01779), "w/o SC": (0.04467, 0.01823)},
     },
+}
+
+# Table 4 (RQ4): top-1 accuracy on candidate pools of unstated size and sampling, MLTFR rows of the ID-based
+# backbones against glm4-plus prompted with item titles. Only the MLTFR rows are published.
+PAPER_TABLE4_SOURCE = "MLTFR paper (arXiv 2604.18200), Table 4 (pool size and negative sampling not stated)"
+PAPER_TABLE4: dict[str, dict[str, float]] = {
+    "Pantry": {"bert4rec": 0.2746, "fmlprec": 0.2663, "linrec": 0.2710, "sasrec": 0.2719, "glm4-plus": 0.1904},
+    "Office": {"bert4rec": 0.2452, "fmlprec": 0.2436, "linrec": 0.2372, "sasrec": 0.2458, "glm4-plus": 0.1214},
 }
 
 METRICS = ("HR@20", "NDCG@20")
@@ -698,6 +707,92 @@ class Experiment:
         table["beyond seed noise"] = (table["change in Imp. (pp)"].abs() > 2 * table["change SE (pp)"]) & \
             table["change SE (pp)"].notna()
         return table.drop(columns="_imp_seeds")
+
+
+    # -- Table 4 -------------------------------------------------------------------------
+    def table4(self, pool=None, llm_model: str | None = None, variants=("generation", "likelihood"),
+               titles_file: str | None = None, llm_dtype: str = "bfloat16", base_url: str | None = None,
+               train_missing: bool = False, log=print) -> pd.DataFrame:
+        """One row per method on this dataset's candidate pools (:class:`mltfrkit.train.pools.PoolSpec`): each
+        backbone W/O and with MLTFR (stored runs of this experiment's profile and seeds, scored on the pools
+        without retraining; ``train_missing=True`` trains the missing ones, else they are listed as missing),
+        and the text-prompted LLM (``llm_model``, default SmolLM2-135M-Instruct offline; ``base_url``: an
+        OpenAI-compatible endpoint, generation only). Columns: ``top1`` (seed-averaged for ID models), its
+        95% bootstrap interval over users, ``invalid_rate`` (answers naming no candidate), ``users``,
+        ``seeds``, ``users_per_second`` (the LLM), ``paper`` (Table 4's figure, its pools unspecified)."""
+        from mltfrkit.data.text import item_titles
+        from mltfrkit.store import pool_evaluation
+        from mltfrkit.train.pools import PoolSpec, bootstrap_ci, make_pools
+
+        pool = pool or PoolSpec()
+        text = item_titles(self.split, self.data_dir, titles_file=titles_file)  # NoTitlesError names the files
+        published = PAPER_TABLE4.get(self.dataset, {})
+        rows = []
+        for backbone in self.backbones:
+            for plugin, label in (("none", "W/O"), ("mltfr", "MLTFR")):
+                specs = [self.spec(backbone, plugin, seed=s) for s in self.seeds]
+                results = [self.store.get(spec) for spec in specs]
+                if train_missing and any(r is None for r in results):
+                    results = self.store.ensure_many(specs, desc=f"Table 4 {backbone} {label} runs")
+                stored = [r for r in results if r is not None]
+                row = {"dataset": self.dataset, "method": f"{backbone} {label}", "backbone": backbone,
+                       "variant": label, "seeds": len(stored), "missing seeds": len(results) - len(stored),
+                       "paper": published.get(backbone) if label == "MLTFR" else None}
+                if stored:
+                    hits = np.mean([np.asarray(pool_evaluation(r["run_dir"], pool, self.data_dir)["ranks"]) == 0
+                                    for r in stored], axis=0)
+                    low, high = bootstrap_ci(hits)
+                    row.update(top1=float(hits.mean()), ci_low=low, ci_high=high, users=len(hits), invalid_rate=0.0)
+                rows.append(row)
+        if base_url and "likelihood" in variants:  # a chat endpoint returns no log-probabilities of given text
+            variants = tuple(v for v in variants if v != "likelihood")
+            if log:
+                log(f"{base_url}: the likelihood variant needs a local model; generation only")
+        if variants:
+            from mltfrkit.llmrec import OFFLINE_MODEL, make_backend, run_llm_on_pools
+
+            options = {} if base_url else {"dtype": llm_dtype}
+            backend = make_backend(llm_model or OFFLINE_MODEL, base_url=base_url, **options)
+            result = run_llm_on_pools(self.split, text, make_pools(self.split, pool), backend, variants=variants,
+                                      root=self.store.root, progress=self.progress, log=log)
+            for variant, metrics in result["metrics"].items():
+                low, high = metrics["top1_ci"]
+                rows.append({"dataset": self.dataset, "method": f"LLM ({variant})", "backbone": backend.name,
+                             "variant": variant, "seeds": None, "top1": metrics["top1"], "ci_low": low,
+                             "ci_high": high, "users": metrics["users"], "invalid_rate": metrics["invalid_rate"],
+                             "users_per_second": result["users_per_second"], "llm_seconds": result["seconds"],
+                             "paper": published.get("glm4-plus") if variant == "generation" else None,
+                             "prompt_key": result["key"], "result_file": result["path"]})
+        table = pd.DataFrame(rows)
+        table["pool"] = pool.label()
+        table["titled items"] = f"{len(text)} of {text.n_items}"
+        return table
+
+
+def table4_wide(long: pd.DataFrame) -> pd.DataFrame:
+    """:meth:`Experiment.table4` rows (one per dataset and method) as the paper lays Table 4 out: one row
+    per dataset, for each method its ``top-1``, the ``95% CI`` over users (text, "[low, high]"), the LLMs'
+    invalid-answer rate, and the paper's figure as ``paper <method> top-1`` (MLTFR rows and the LLM only)."""
+    rows = []
+    for dataset, frame in long.groupby("dataset", sort=False):
+        row: dict = {"dataset": dataset}
+        for _, method in frame.iterrows():
+            name = method["method"]
+            top1 = method.get("top1")
+            row[f"{name} top-1"] = top1
+            row[f"{name} 95% CI"] = (f"[{method['ci_low']:.3f}, {method['ci_high']:.3f}]"
+                                     if pd.notna(method.get("ci_low")) else None)
+            if str(name).startswith("LLM"):
+                row[f"{name} invalid rate"] = method.get("invalid_rate")
+            if pd.notna(method.get("paper")):
+                row[f"paper {name} top-1"] = method["paper"]
+        row["users"] = int(frame["users"].max()) if frame["users"].notna().any() else None
+        for column in ("users_per_second", "llm_seconds"):
+            if column in frame and frame[column].notna().any():
+                row[f"LLM {column.replace('_', ' ')}"] = float(frame[column].dropna().iloc[0])
+        row["pool"] = frame["pool"].iloc[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _as_list(value, name: str, kind: type, example: str) -> list | None:

@@ -77,6 +77,45 @@ def read_result(path: str | os.PathLike) -> dict | None:
     return result
 
 
+def read_json(path: str | os.PathLike) -> dict | None:
+    """A cached JSON object (pool evaluations, LLM results), or None when missing; an unreadable one counts
+    as missing (it is recomputed and rewritten atomically) with an :class:`InvalidResultWarning` naming it."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        warnings.warn(f"{path}: unreadable ({type(error).__name__}: {error}); recomputed", InvalidResultWarning,
+                      stacklevel=2)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def pool_evaluation(run_dir: str | os.PathLike, pool, data_dir: str | os.PathLike | None = None) -> dict:
+    """A finished run's metrics on candidate pools (:mod:`mltfrkit.train.pools`), with per-user ranks: its
+    stored weights are loaded (nothing is retrained) and the answer is cached in ``<run dir>/pools/<pool
+    key>.json``, so every later call reads it."""
+    from mltfrkit.paths import atomic_write_json
+    from mltfrkit.runs import load_trained
+    from mltfrkit.train.pools import evaluate_on_pools, make_pools
+
+    run_dir = Path(run_dir)
+    result = read_result(run_dir / RESULT)
+    if result is None:
+        raise FileNotFoundError(f"{run_dir} has no finished result ({RESULT}): train the run first "
+                                f"(mltfrkit train ..., or the notebook's train_missing=True)")
+    path = run_dir / "pools" / f"{pool.key(result['config'].get('data_sha256', ''))}.json"
+    cached = read_json(path)
+    if cached is not None and "ranks" in cached:
+        return cached
+    _, split, model = load_trained(run_dir, data_dir)
+    evaluation = {**evaluate_on_pools(model, make_pools(split, pool)), "run_dir": str(run_dir),
+                  "dataset": split.name, "data_sha256": split.source_sha256}
+    atomic_write_json(path, evaluation)
+    return evaluation
+
+
 class ResultStore:
     """Results on disk, keyed by configuration + data + code version; trains what is missing."""
 

@@ -152,6 +152,31 @@ def plot_relevance(per_user: pd.DataFrame, dataset: str, title_tag: str = ""):
     return fig
 
 
+def plot_table4(long: pd.DataFrame, title_tag: str = ""):
+    """Table 4: top-1 accuracy on candidate pools per method (bars, 95% bootstrap interval over users),
+    one panel per dataset; the paper's figures as black ticks (its pools are unspecified)."""
+    plt = _plt()
+    datasets = list(dict.fromkeys(long["dataset"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 0.9 * long.groupby("dataset").size().max()
+                                                          * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        rows = long[(long["dataset"] == dataset) & long["top1"].notna()].reset_index(drop=True)
+        x = np.arange(len(rows))
+        errors = np.vstack([rows["top1"] - rows["ci_low"], rows["ci_high"] - rows["top1"]])
+        colours = ["tab:gray" if m.endswith("W/O") else "tab:blue" if m.endswith("MLTFR") else "tab:orange"
+                   for m in rows["method"]]
+        ax.bar(x, rows["top1"], yerr=errors, capsize=3, color=colours)
+        if "paper" in rows:
+            paper = pd.to_numeric(rows["paper"], errors="coerce")
+            ax.scatter(x[paper.notna()], paper[paper.notna()], marker="_", s=400, color="black", label="paper")
+        ax.set_xticks(x, rows["method"], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("top-1 accuracy")
+        ax.set_title(f"{dataset}: {rows['pool'].iloc[0] if len(rows) else ''}", fontsize=8)
+    _suptitle(fig, f"Table 4: ID-based models vs a text-prompted LLM{title_tag}")
+    fig.tight_layout()
+    return fig
+
+
 def plot_ablation(table: pd.DataFrame, dataset: str, title_tag: str = ""):
     """Table 3 as grouped bars: full MLTFR vs without the consensus expert."""
     return _paired_bars(table, ("Full", "w/o SC"), dataset, "Table 3", title_tag)

@@ -27,8 +27,9 @@ NOTEBOOK_DIR = REPO / "notebooks"
 # Order: Table 2 first, so the MLTFR runs it trains are reused by the ablation, the sweep and the inspector.
 DEFAULT_ORDER = ["table2", "ablation", "expert_sweep", "te_vs_re", "token_inspector"]
 # Studies of their own, run only when named (--notebooks): the reproduction-gap ladder trains 13 rungs x 4 kinds
-# of run per backbone and seed (about 40 MLTFR runs on one seed), several times the rest of the batch.
-STUDIES = ["reproduction_gap"]
+# of run per backbone and seed (about 40 MLTFR runs on one seed), several times the rest of the batch; the LLM
+# comparison (Table 4) runs an LLM over every sampled user's candidate pool (its own 30-minute budget).
+STUDIES = ["reproduction_gap", "llm_comparison"]
 
 
 def parse_value(text: str):
