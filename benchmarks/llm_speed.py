@@ -4,8 +4,8 @@
 
 Backends: transformers float32 and bfloat16 (what mltfrkit.llmrec uses: the history prefix's key/values shared
 by both variants, the candidates' continuations in one batch), and, when importable, llama-cpp-python on the
-same GGUF file (its own KV cache: the prefix is evaluated once, its state saved and restored for each
-candidate and for the generation). Both variants on the same prompts; prints one line per backend and
+same GGUF file (its own KV cache: the prefix is evaluated once and rewound to for
+the generation and for each candidate, one candidate at a time: llama.cpp's Python API has no padded batch). Both variants on the same prompts; prints one line per backend and
 ``RATIO llamacpp_vs_transformers=<users/s ratio against the faster transformers dtype>``.
 """
 
@@ -54,23 +54,28 @@ def time_llamacpp(items, threads: int) -> float:
     eos = llm.token_eos()
 
     def run(system, prefix, generation, likelihood, candidates):
+        # rewinding n_tokens is llama-cpp-python's own prefix reuse (eval drops the KV cache past it);
+        # save_state/load_state would copy the whole n_ctx x vocabulary logits array each time
         head_text, tail_text = renderer.render(system, prefix, generation)
-        head = renderer._ids(head_text)
         llm.reset()
-        llm.eval(head)
-        state = llm.save_state()
+        llm.eval(renderer._ids(head_text))
+        head = llm.n_tokens
         llm.eval(renderer._ids(tail_text))
         for _ in range(renderer.max_new_tokens):  # greedy
             token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
             if token == eos:
                 break
             llm.eval([token])
-        llm.load_state(state)
+        llm.n_tokens = head
         llm.eval(renderer._ids(renderer.render(system, prefix, likelihood)[1]))
-        tail_state = llm.save_state()
+        tail = llm.n_tokens
         for title in candidates:
-            llm.load_state(tail_state)
-            llm.eval(renderer._ids(title) + [eos])
+            llm.n_tokens = tail
+            ids = renderer._ids(title) + [eos]
+            llm.eval(ids)
+            logits = llm.scores[tail - 1:tail - 1 + len(ids)]
+            logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
+            float(logp[np.arange(len(ids)), ids].mean())
 
     run(*items[0])
     start = time.perf_counter()
@@ -84,12 +89,13 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=12)
     parser.add_argument("--pool", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"], help="transformers dtypes to time")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     items = list(prompts(args.users, args.pool))
-    rates = {dtype: time_transformers(items, dtype) for dtype in ("float32", "bfloat16")}
+    rates = {dtype: time_transformers(items, dtype) for dtype in args.dtypes}
     for dtype, rate in rates.items():
         print(f"transformers {dtype}: {rate:.3f} users/s ({1 / rate:.2f} s a user, both variants)")
     try:

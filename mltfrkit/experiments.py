@@ -765,6 +765,7 @@ class Experiment:
                              "prompt_key": result["key"], "result_file": result["path"]})
         table = pd.DataFrame(rows)
         table["pool"] = pool.label()
+        table["pool_size"] = pool.size
         table["titled items"] = f"{len(text)} of {text.n_items}"
         return table
 
@@ -787,9 +788,9 @@ def table4_wide(long: pd.DataFrame) -> pd.DataFrame:
             if pd.notna(method.get("paper")):
                 row[f"paper {name} top-1"] = method["paper"]
         row["users"] = int(frame["users"].max()) if frame["users"].notna().any() else None
-        for column in ("users_per_second", "llm_seconds"):
+        for column, label in (("users_per_second", "LLM users per second"), ("llm_seconds", "LLM seconds")):
             if column in frame and frame[column].notna().any():
-                row[f"LLM {column.replace('_', ' ')}"] = float(frame[column].dropna().iloc[0])
+                row[label] = float(frame[column].dropna().iloc[0])
         row["pool"] = frame["pool"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
@@ -819,6 +820,12 @@ def _as_list(value, name: str, kind: type, example: str) -> list | None:
     if wrong:
         raise ValueError(f"{name}: {wrong} are not {'whole numbers' if kind is int else 'names'}; e.g. {example}")
     return list(value)
+
+
+def list_parameter(value, name: str, example: str) -> list[str] | None:
+    """A notebook's list-of-names parameter as papermill delivers it (a list, a JSON list string or
+    comma-separated names), checked as :class:`Experiment` checks its own; None stays None."""
+    return _as_list(value, name, str, example)
 
 
 def stored_records(store: ResultStore | None = None) -> pd.DataFrame:

@@ -154,7 +154,8 @@ def plot_relevance(per_user: pd.DataFrame, dataset: str, title_tag: str = ""):
 
 def plot_table4(long: pd.DataFrame, title_tag: str = ""):
     """Table 4: top-1 accuracy on candidate pools per method (bars, 95% bootstrap interval over users),
-    one panel per dataset; the paper's figures as black ticks (its pools are unspecified)."""
+    one panel per dataset; the paper's figures as black ticks (its pools are unspecified); a dotted line at
+    chance (1 / pool size), since a pool's size sets what top-1 means."""
     plt = _plt()
     datasets = list(dict.fromkeys(long["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 0.9 * long.groupby("dataset").size().max()
@@ -169,6 +170,8 @@ def plot_table4(long: pd.DataFrame, title_tag: str = ""):
         if "paper" in rows:
             paper = pd.to_numeric(rows["paper"], errors="coerce")
             ax.scatter(x[paper.notna()], paper[paper.notna()], marker="_", s=400, color="black", label="paper")
+        if "pool_size" in rows and len(rows):
+            ax.axhline(1.0 / rows["pool_size"].iloc[0], ls=":", color="gray", label="chance (1 / pool size)")
         ax.set_xticks(x, rows["method"], rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("top-1 accuracy")
         ax.set_title(f"{dataset}: {rows['pool'].iloc[0] if len(rows) else ''}", fontsize=8)

@@ -65,7 +65,7 @@ def smollm2():
     cache = Path(os.environ["MLTFR_CACHE_DIR"])
     default = Path(platformdirs.user_cache_dir("mltfrkit")) / "models" / "SmolLM2-135M-Instruct"
     mine = cache / "models" / "SmolLM2-135M-Instruct"
-    if not mine.exists() and (default / "SmolLM2-135M-Instruct.Q4_1-hf" / "config.json").exists():
+    if not mine.exists() and any(default.glob("*-hf/config.json")):
         mine.parent.mkdir(parents=True, exist_ok=True)
         mine.symlink_to(default, target_is_directory=True)
     return TransformersLM(dtype="float32")

@@ -64,18 +64,22 @@ def offline_gguf() -> Path:
     return target
 
 
-def _converted_folder(gguf: Path) -> Path:
+def _converted_folder(gguf: Path, digest: str) -> Path:
     """Loading a GGUF dequantises every tensor and converts the tokenizer (about 20 s here); the result is
-    saved once as a transformers folder beside it and loaded from there afterwards."""
+    saved once as a transformers folder in ``<cache>/models/`` (named by the file's sha256, so a changed file
+    is converted again) and loaded from there afterwards."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = gguf.parent / (gguf.stem + "-hf")
+    from mltfrkit.paths import cache_dir
+
+    parent = cache_dir(f"models/{OFFLINE_MODEL}") if gguf.name == Path(_SMOLLM2_MEMBER).name else cache_dir("models")
+    folder = parent / f"{gguf.stem}-{digest[:12]}-hf"
     if (folder / "config.json").exists():
         return folder
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=gguf.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=parent))
     try:
         # the weights are plain float32 tensors once dequantised: drop the GGUF marker that refuses saving
         model.hf_quantizer = None
@@ -97,15 +101,18 @@ def resolve_model(model: str) -> tuple[str, dict]:
     from mltfrkit.paths import sha256_file
 
     if model.lower() in (OFFLINE_MODEL.lower(), "smollm2", "offline"):
+        from mltfrkit.vocab.sources import _registered
+
         gguf = offline_gguf()
-        wheel = __import__("mltfrkit.vocab.sources", fromlist=["_registered"])._registered(_SMOLLM2_SOURCE).wheels[0]
-        return str(_converted_folder(gguf)), {"model": OFFLINE_MODEL, "artifact": wheel.requirement,
-                                              "sha256": wheel.sha256, "member": _SMOLLM2_MEMBER}
+        wheel = _registered(_SMOLLM2_SOURCE).wheels[0]  # sha256-pinned: it stands for the GGUF inside
+        return str(_converted_folder(gguf, wheel.sha256)), {"model": OFFLINE_MODEL, "artifact": wheel.requirement,
+                                                            "sha256": wheel.sha256, "member": _SMOLLM2_MEMBER}
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         if not path.exists():
             raise LLMUnavailableError(f"no such GGUF file: {path}")
-        return str(_converted_folder(path.resolve())), {"model": path.name, "sha256": sha256_file(path)}
+        digest = sha256_file(path)
+        return str(_converted_folder(path.resolve(), digest)), {"model": path.name, "sha256": digest}
     if path.is_dir():
         if not (path / "config.json").exists():
             raise LLMUnavailableError(f"{path} is not a transformers model folder (no config.json); give a folder "
