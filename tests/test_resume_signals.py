@@ -18,7 +18,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def command(data, runs, out):
-    return [sys.executable, "-m", "mltfrkit.cli", "train", "--dataset", str(data), "--epochs", "4", "--runs-dir",
+    # 40 epochs without early stopping: on an idle machine 4 tiny epochs could all finish between the first
+    # checkpoint's appearance and the signal (a run that had ended returned 0 instead of being interrupted).
+    return [sys.executable, "-m", "mltfrkit.cli", "train", "--dataset", str(data), "--epochs", "40", "--patience", "40",
+            "--runs-dir",
             str(runs), "--out", str(out), "--no-progress", "--set", "hidden_size=16", "--set", "n_layers=1"]
 
 
