@@ -38,8 +38,12 @@ def test_killed_or_interrupted_training_resumes_to_the_same_result(tmp_path, sig
     subprocess.run(command(data, tmp_path / "runs-ref", reference), env=environment(), check=True,
                    capture_output=True)
     runs, out = tmp_path / "runs", tmp_path / "resumed.json"
+    # The child starts with SIGINT at its default, as from a shell: a library loaded earlier in the test session
+    # may leave this process ignoring SIGINT, which children inherit (Python then installs no KeyboardInterrupt
+    # handler; in the full suite the run went on and finished with 0).
     process = subprocess.Popen(command(data, runs, out), env=environment(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while not list(runs.rglob("checkpoint.pt")) and process.poll() is None:  # wait for the first checkpoint
         time.sleep(0.05)
     if process.poll() is not None:
