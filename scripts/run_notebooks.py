@@ -7,11 +7,13 @@
 
 Executed notebooks go to ``papermill_runs/<notebook>-<dataset>.ipynb``, figures (PNG + PDF) and
 tables (CSV) to ``figures/`` (names gain ``-paper`` under ``--profile paper``). Runs come from the result store (``$MLTFR_RUNS_DIR``, else
-``<cache>/runs``): a second invocation trains nothing, and an interrupted one resumes. The
-notebooks run one after the other; each one's missing runs are trained in parallel by the
-executor (default on a machine with more than one core: ``processes``, one run per core with one
-torch thread each; ``--executor ray [--ray-address ...]`` for Ray, ``--executor local`` for one run
-after another in the notebook's kernel).
+``<cache>/runs``): a second invocation trains nothing, and an interrupted one resumes. Missing runs
+are trained in parallel by the executor (default on a machine with more than one core: ``processes``,
+one run per core with one torch thread each; ``--executor ray [--ray-address ...]`` for Ray,
+``--executor local`` for one run after another in the notebook's kernel). With a parallel executor the
+batch first trains the union of its notebooks' grids in one pool, longest runs first (``NOTEBOOK_GRIDS``;
+``--no-grid-first`` to let each notebook train its own), then runs the notebooks one after the other,
+which read everything from the store.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ DEFAULT_ORDER = ["table2", "ablation", "expert_sweep", "te_vs_re", "token_inspec
 # of run per backbone and seed (about 40 MLTFR runs on one seed), several times the rest of the batch; the LLM
 # comparison (Table 4) runs an LLM over every sampled user's candidate pool (its own 30-minute budget).
 STUDIES = ["reproduction_gap", "llm_comparison"]
+# The grid each notebook reads (Experiment.grid), and which notebook parameters shape it. With a parallel
+# executor the batch trains the union of its notebooks' grids first, in one pool (longest runs first), and the
+# notebooks then read every run from the store: a notebook's own grid is a handful of runs (the quick profile's
+# Table 2 is three), too few to keep two workers busy, while the batch's union is a dozen.
+NOTEBOOK_GRIDS = {"table2": ("table2", ("controls",)), "ablation": ("ablation", ("noise_modes", "top_ks")),
+                  "expert_sweep": ("expert_sweep", ("experts",)), "te_vs_re": ("te_vs_re", ("sources",))}
+EXPERIMENT_PARAMETERS = ("data_dir", "profile", "backbones", "llms", "seeds", "epochs", "device", "runs_dir",
+                         "mltfr_options", "executor", "workers", "threads", "ray_address")
 
 
 def parse_value(text: str):
@@ -38,6 +48,43 @@ def parse_value(text: str):
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def batch_grid(dataset: str, names: list[str], parameters: dict):
+    """The Experiment the notebooks build from ``parameters`` and the union of the grids of ``names``
+    (each run once, in notebook order); notebooks without a grid here (the inspector, the studies) add none."""
+    from mltfrkit.experiments import Experiment
+
+    experiment = Experiment(dataset, **{k: parameters[k] for k in EXPERIMENT_PARAMETERS if k in parameters})
+    specs, keys = [], set()
+    for name in names:
+        if name not in NOTEBOOK_GRIDS:
+            continue
+        grid, options = NOTEBOOK_GRIDS[name]
+        for spec in experiment.grid(grid, **{k: parameters[k] for k in options if parameters.get(k) is not None}):
+            key = experiment.store.run_dir(spec)
+            if key not in keys:
+                keys.add(key)
+                specs.append(spec)
+    return experiment, specs
+
+
+def train_batch_grid(dataset: str, names: list[str], parameters: dict) -> None:
+    """Train the missing runs of every notebook of the batch in one pool (see NOTEBOOK_GRIDS). A failed run is
+    reported here and again by the notebook that needs it; the batch goes on."""
+    from mltfrkit.executors import GridFailed
+
+    experiment, specs = batch_grid(dataset, names, parameters)
+    if not specs:
+        return
+    began = time.perf_counter()
+    print(f"training the batch's grid on {dataset} first: {len(specs)} runs of "
+          f"{', '.join(n for n in names if n in NOTEBOOK_GRIDS)}", flush=True)
+    try:
+        experiment.store.ensure_many(specs, desc=f"{dataset} batch grid")
+    except GridFailed as failed:
+        print(f"    {failed}", file=sys.stderr, flush=True)
+    print(f"    grid done in {time.perf_counter() - began:.0f}s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="runs at once (default: cores / threads)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1)")
     parser.add_argument("--ray-address", default=None, help="with --executor ray: auto, HOST:PORT or ray://HOST:10001")
+    parser.add_argument("--no-grid-first", dest="grid_first", action="store_false",
+                        help="let each notebook train its own missing runs (default with a parallel executor: the "
+                             "batch trains the union of its notebooks' grids first, in one pool)")
     args = parser.parse_args(argv)
 
     import papermill
@@ -79,12 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(dataset, name) for dataset in args.datasets for name in names]
     from mltfrkit.executors import make_executor
 
-    print(f"executor: {make_executor(args.executor, args.workers, args.threads, args.ray_address)!r}", flush=True)
+    executor = make_executor(args.executor, args.workers, args.threads, args.ray_address)
+    print(f"executor: {executor!r}", flush=True)
+    grids_trained = set()
     for number, (dataset, name) in enumerate(jobs, 1):
         parameters = {"dataset": dataset, "data_dir": args.data_dir, "profile": args.profile,
                       "figures_dir": str(Path(args.figures).resolve()), "runs_dir": args.runs_dir,
                       "executor": args.executor, "workers": args.workers, "threads": args.threads,
                       "ray_address": args.ray_address, **extra}
+        if args.grid_first and type(executor).__name__ != "LocalExecutor" and dataset not in grids_trained:
+            grids_trained.add(dataset)
+            train_batch_grid(dataset, names, {k: v for k, v in parameters.items() if k != "dataset"})
         tag = dataset if args.profile == "quick" else f"{dataset}-{args.profile}"  # as Experiment.output_tag
         target = output / f"{name}-{tag}.ipynb"
         print(f"[{number}/{len(jobs)}] {name} on {dataset} -> {target}", flush=True)
