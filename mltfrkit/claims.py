@@ -56,7 +56,7 @@ METRIC = "NDCG@20"  # the metric every paired test runs on (as in the toolkit's 
 
 # Outcomes of one comparison, and verdicts of a set of them.
 SUPPORTS, REFUTES, INCONCLUSIVE, NOT_MEASURED, NOT_APPLICABLE = (
-    "supports", "refutes", "inconclusive", "not measured", "n/a")
+    "supports", "refutes", "inconclusive", "not measured", "not applicable")
 SUPPORTED, NOT_SUPPORTED, MIXED = "supported", "not supported", "mixed"
 
 RULE = f"""\
@@ -69,10 +69,10 @@ trend), each needing at least {MIN_SEEDS} seeds (fewer: inconclusive); or, where
 the bootstrap interval of the time ratio against {ORDER_OF_MAGNITUDE:g}x, a single memory or evaluation figure
 deciding by its value). Section 2.1 uses the diagnostics' relevance verdict (mltfrkit.mltfr.diagnostics.RELEVANCE_RULE):
 "relevant" supports, "below chance" refutes, "chance" and "barely above chance" are inconclusive. A comparison is
-NOT MEASURED while any of its runs (or its stored measurement) is missing, and n/a when the data cannot answer it
+NOT MEASURED while any of its runs (or its stored measurement) is missing, and NOT APPLICABLE when the data cannot answer it
 (no item titles, no second dataset).
-A set of comparisons (a row of the table, or a whole claim): drop the n/a ones; if any of the rest is not
-measured, the verdict is NOT MEASURED (k of n runs stored); if none is left, n/a. Otherwise, of n comparisons
+A set of comparisons (a row of the table, or a whole claim): drop the not-applicable ones; if any of the rest is not
+measured, the verdict is NOT MEASURED (k of n runs stored); if none is left, not applicable. Otherwise, of n comparisons
 with s supporting and r refuting, and need = n for a claim about every setting ("all") or the smallest majority
 n // 2 + 1 for a claim about most settings ("most"): SUPPORTED if s >= need; NOT SUPPORTED if s = 0 or
 r > n - need (for "all": any refutation); MIXED otherwise. "So far" applies the same rule to the measured
@@ -300,7 +300,7 @@ def stored_dirs(exp: Experiment, specs) -> tuple[set, set]:
 
 class Missing(str):
     """Why a comparison's stored measurement is missing (not measured), as opposed to a plain string reason,
-    which says why the data cannot answer it (n/a)."""
+    which says why the data cannot answer it (not applicable)."""
 
 
 class TrainingRefused(RuntimeError):

@@ -32,7 +32,7 @@ def _measured_rows(rows: pd.DataFrame, claim: str, column: str) -> str:
     verdicts = rows.loc[rows["claim"].astype(str) == claim, ["dataset", "backbone", f"{column} verdict"]]
     measured = [f"{r['dataset']} {r['backbone']}".strip() + f": {r[f'{column} verdict']}"
                 for _, r in verdicts.iterrows()
-                if not str(r[f"{column} verdict"]).startswith(("not measured", "n/a"))]
+                if not str(r[f"{column} verdict"]).startswith(("not measured", "not applicable"))]
     return "; ".join(measured)
 
 

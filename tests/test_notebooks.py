@@ -250,10 +250,10 @@ def test_claims_notebook(shared, tmp_path):
     assert by[("3a", "sasrec")]["ours runs"] == "2 of 2" and by[("3a", "sasrec")]["authors runs"] == "2 of 2"
     assert by[("1", "sasrec")]["ours runs"] == "3 of 3"  # W/O + TE + RE
     assert by[("5", "sasrec")]["ours runs"] == "3 of 3" and by[("5", "sasrec")]["authors verdict"] == C.NOT_APPLICABLE
-    assert by[("6", "sasrec")]["ours verdict"].startswith("n/a (") and "titles" in by[("6", "sasrec")]["ours verdict"]
-    assert by[("8", "sasrec")]["ours verdict"].startswith("n/a (")
+    assert by[("6", "sasrec")]["ours verdict"].startswith("not applicable (") and "titles" in by[("6", "sasrec")]["ours verdict"]
+    assert by[("8", "sasrec")]["ours verdict"].startswith("not applicable (")
     assert by[("7", "sasrec")]["ours verdict"] == C.SUPPORTED  # the constructed benchmark: 1.5x, well under 10x
-    assert by[("3c", "")]["ours verdict"].startswith("n/a")  # no Pantry here
+    assert by[("3c", "")]["ours verdict"].startswith("not applicable")  # no Pantry here (not applicable)
     # one seed: no test reaches significance, so every measured comparison is inconclusive
     assert by[("3a", "sasrec")]["ours verdict"] == C.NOT_SUPPORTED
     verdict_words = (C.SUPPORTED, C.NOT_SUPPORTED, C.MIXED, C.NOT_MEASURED, C.NOT_APPLICABLE)
