@@ -58,7 +58,7 @@ def section(claims: pd.DataFrame, rows: pd.DataFrame, source: str) -> str:
         "|---|---|---|---|---|---" + ("|---" if has_authors else "") + "|",
     ]
     for _, claim in claims.iterrows():
-        cells = [claim["claim"], f"{claim['name']} ({claim['where']})", f"**{claim['ours verdict']}**",
+        cells = [claim["claim"], f"{claim['name']}: {claim['where']}", f"**{claim['ours verdict']}**",
                  claim["ours so far"], claim["ours runs"], _measured_rows(rows, str(claim["claim"]), "ours")]
         if has_authors:
             cells.append(claim["authors so far"])

@@ -283,7 +283,7 @@ def test_readme_section_is_generated_between_markers(tmp_path):
     assert claims_summary.main(["--figures", str(figures), "--tag", "x", "--readme", str(readme)]) == 0
     first = readme.read_text()
     assert first.index(claims_summary.BEGIN) < first.index("## What we found") < first.index("## The two commands")
-    assert "| 3a | MLTFR improves every backbone (Table 2, section 4.2) | **not supported** |" in first
+    assert "| 3a | MLTFR improves every backbone: Table 2, section 4.2 | **not supported** |" in first
     assert "Pantry sasrec: not supported" in first and "Beauty sasrec" not in first
     assert "paper profile, 3 seeds, max_vocab=2000" in first
     claims.loc[2, "ours verdict"] = C.SUPPORTED
