@@ -18,12 +18,19 @@ without the switch, both measured in this run.
         --switches keys=batch trainable_tables=true eval_noise=true token_scale=sum,expert_dropout=0.1 authors
 
 The last line reads ``RATIOS step4=<x> step6=<y> eval=<z> peak6_gb=<m>`` (SASRec, first variant).
+``--out FILE.json`` also stores every measured row (with each step's time, for intervals) and the command; the
+claims notebook (``mltfrkit.claims``, Appendix A's claim) reads it from ``<store>/benchmarks/mltfr_overhead.json``:
+
+    python benchmarks/mltfr_overhead.py --data-dir ../shared/data --variants float32:2000 --threads 1 \
+        --out "$MLTFR_RUNS_DIR/mltfrkit-0.1.0/benchmarks/mltfr_overhead.json"
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -78,7 +85,7 @@ def measure(backbone: str, experts: int, data_dir: str, steps: int, eval_users: 
     began = time.perf_counter()
     evaluate(model, hist[:eval_users], targets[:eval_users])
     eval_seconds = time.perf_counter() - began
-    return {"step_ms": 1000 * sorted(times[2:])[len(times[2:]) // 2],
+    return {"step_ms": 1000 * sorted(times[2:])[len(times[2:]) // 2], "step_times_ms": [1000 * t for t in times[2:]],
             "eval_users_per_s": min(eval_users, len(hist)) / eval_seconds,
             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -95,11 +102,15 @@ def main() -> None:
     parser.add_argument("--switches", nargs="*", default=[],
                         help="authors' behaviours to measure: KEY=VALUE[,KEY=VALUE] of MLTFRConfig, or 'authors'")
     parser.add_argument("--switch-base", default="float32:16000", help="precision:max_vocab the switches run on")
+    parser.add_argument("--out", default=None, help="also write every measured row as JSON here (read by the claims "
+                        "notebook from <store>/benchmarks/mltfr_overhead.json)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(measure(**json.loads(args.child))))
         return
+
+    measured = []  # every row, for --out
 
     def run(backbone, experts, precision="float32", max_vocab=None, switches=None):
         child = {"backbone": backbone, "experts": experts, "data_dir": args.data_dir, "steps": args.steps,
@@ -107,7 +118,10 @@ def main() -> None:
                  "threads": args.threads, "switches": switches}
         out = subprocess.run([sys.executable, "-W", "ignore", __file__, "--child", json.dumps(child)],
                              check=True, capture_output=True, text=True)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        measured.append({"backbone": backbone, "experts": experts, "precision": precision if experts else None,
+                         "max_vocab": max_vocab if experts else None, "switches": switches, **result})
+        return result
 
     print(f"{'backbone':9s} {'experts':>7s} {'precision':>9s} {'max_vocab':>9s} {'step ms':>8s} {'x step':>7s} "
           f"{'eval u/s':>9s} {'x eval':>7s} {'peak GB':>8s}")
@@ -143,6 +157,20 @@ def main() -> None:
                           f"  peak {r['peak_gb']:5.2f} GB (plain {plain[experts]['peak_gb']:5.2f})", flush=True)
     if summary:
         print("RATIOS step4={:.2f} step6={:.2f} eval={:.2f} peak6_gb={:.2f}".format(*summary))
+    if args.out:
+        from mltfrkit import __version__
+
+        record = {"benchmark": "mltfr_overhead", "dataset": "Pantry", "batch_size": 128, "steps": args.steps,
+                  "eval_users": args.eval_users, "threads": args.threads, "mltfrkit": __version__,
+                  "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                  "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join([sys.executable, *sys.argv]),
+                  "rows": measured}
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        scratch = f"{args.out}.tmp-{os.getpid()}"
+        with open(scratch, "w") as handle:
+            json.dump(record, handle, indent=1)
+        os.replace(scratch, args.out)
+        print(f"measurements written to {args.out}")
 
 
 if __name__ == "__main__":

