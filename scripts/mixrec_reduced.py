@@ -71,12 +71,14 @@ def main(argv=None):
                                     runs_dir=args.runs_dir, log=log)
                 results.setdefault("mixrec (BO design)", []).append(result["test"])
                 log(f"mixrec (BO design) seed {seed} test {result['test']}")
-    if "baselines" in args.stages:  # the toolkit's SASRec and SASRec + MLTFR (quick-profile MLTFR options)
+    if "baselines" in args.stages:  # the toolkit's SASRec and SASRec + MLTFR (quick profile + CPU_BACKBONE_MLTFR)
         from mltfrkit.experiments import Experiment
         from mltfrkit.mixrec.experiment import backbone_metrics
 
+        from mltfrkit.mixrec.experiment import CPU_BACKBONE_MLTFR
+
         experiment = Experiment("ml-100k", profile="quick", epochs=args.baseline_epochs, runs_dir=args.runs_dir,
-                                device="cpu", progress=False)
+                                device="cpu", progress=False, mltfr_options=CPU_BACKBONE_MLTFR)
         for seed in args.seeds:
             for name, spec in (("sasrec", experiment.spec("sasrec", seed=seed)),
                                ("sasrec+mltfr", experiment.spec("sasrec", "mltfr", seed=seed))):

@@ -34,6 +34,9 @@ CPU_REDUCTIONS = {
     "hard negatives": "text embeddings from the (truncated) SmolLM2 itself, not BERT-base (offline)",
 }
 PROFILES = ("cpu", "paper")
+# The cpu profile's SASRec + MLTFR rows: the quick profile's MLTFR (3 offline experts, Fisher on 32 users) with
+# 4,000 tokens a source in float32, the options the stored runs of the README's reduced table were trained with.
+CPU_BACKBONE_MLTFR = {"max_vocab": 4000, "precision": "float32"}
 
 
 def mixrec_spec(variant: str, dataset: str = "ml-100k", profile: str = "cpu", seed: int = 0,
@@ -155,7 +158,8 @@ class MixRecStudy:
 
     Nothing is trained unless ``train_missing``; a missing run is counted in ``missing seeds`` and its row
     keeps the seeds that exist. Profiles: ``cpu`` (:data:`CPU_REDUCTIONS`, :data:`BO_SETTINGS` ``cpu``; the
-    backbones as ``scripts/mixrec_reduced.py`` trains them: the quick profile's MLTFR options, at most
+    backbones as ``scripts/mixrec_reduced.py`` trains them: the quick profile's MLTFR options with
+    :data:`CPU_BACKBONE_MLTFR`, at most
     ``backbone_epochs`` = 100 epochs with early stopping, on the CPU) and ``paper`` (section 3.1.4; the
     backbones of the paper profile). ``model_options`` / ``train_options`` / ``bo_options`` override the
     profile's MixRec options (tests use a tiny LLM folder and tiny sizes)."""
@@ -212,7 +216,9 @@ class MixRecStudy:
                                      profile="quick" if self.profile == "cpu" else "paper",
                                      backbones=self.backbones, llms=self.llms, seeds=self.seeds,
                                      epochs=self.backbone_epochs or 100, device=backbone_device,
-                                     runs_dir=self.runs_dir, progress=False, mltfr_options=self.mltfr_options,
+                                     runs_dir=self.runs_dir, progress=False,
+                                     mltfr_options={**(CPU_BACKBONE_MLTFR if self.profile == "cpu" else {}),
+                                                    **(self.mltfr_options or {})},
                                      executor=self.executor, workers=self.workers, threads=self.threads,
                                      ray_address=self.ray_address)
         self.split = self.experiment.split
