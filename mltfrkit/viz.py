@@ -194,7 +194,8 @@ def plot_mixrec(table: pd.DataFrame, dataset: str, title_tag: str = "",
     x = np.arange(len(rows))
     for ax, metric in zip(axes[0], metrics):
         ax.bar(x, rows[metric], yerr=_errors(rows, metric), capsize=3, color=colours)
-        ax.set_xticks(x, [textwrap.fill(m, 18) for m in rows["model"]], rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(x, [re.sub(r" design [01 ]+\)", ")", m) for m in rows["model"]], rotation=60, ha="right",
+                      fontsize=7)  # "MixRec (BO)": its design is in the table
         ax.set_title(metric, fontsize=9)
     _suptitle(fig, f"MixRec vs ID-based models on {dataset} (test, full ranking){title_tag}")
     fig.tight_layout()
