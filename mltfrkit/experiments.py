@@ -726,7 +726,8 @@ class Experiment:
         ``mixrec``: MixRec variants to add as rows (``llmrec``, ``mixrec_base``, ``mixrec``, ``mixrec:<bits>``,
         ``mixrec:bo``; :func:`mltfrkit.mixrec.experiment.table4_rows`): the stored runs of ``mixrec_profile``
         and this experiment's seeds in ``mixrec_runs_dir`` (None: this store), scored on the same pools from
-        their full-ranking scores; trained only with ``mixrec_train_missing`` (hours on a CPU).
+        their full-ranking scores; trained only with ``mixrec_train_missing`` (minutes a run at the cpu profile,
+        days at the paper's).
         ``mixrec_options``: ``{"model": {...}, "train": {...}, "bo": {...}}`` overrides of the profile."""
         from mltfrkit.data.text import item_titles
         from mltfrkit.store import pool_evaluation

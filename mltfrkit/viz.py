@@ -154,8 +154,8 @@ def plot_relevance(per_user: pd.DataFrame, dataset: str, title_tag: str = ""):
 
 def plot_table4(long: pd.DataFrame, title_tag: str = ""):
     """Table 4: top-1 accuracy on candidate pools per method (bars, 95% bootstrap interval over users; grey W/O,
-    blue MLTFR, orange the prompted LLM, green MixRec), one panel per dataset; the paper's figures as black ticks (its pools are unspecified); a dotted line at
-    chance (1 / pool size), since a pool's size sets what top-1 means."""
+    blue MLTFR, orange the prompted LLM, green MixRec), one panel per dataset; the paper's figures as black ticks
+    (its pools are unspecified); a dotted line at chance (1 / pool size), since a pool's size sets what top-1 means."""
     plt = _plt()
     datasets = list(dict.fromkeys(long["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 0.9 * long.groupby("dataset").size().max()

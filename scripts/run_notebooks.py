@@ -29,7 +29,8 @@ DEFAULT_ORDER = ["table2", "ablation", "expert_sweep", "te_vs_re", "token_inspec
 # Studies of their own, run only when named (--notebooks): the reproduction-gap ladder trains 13 rungs x 4 kinds
 # of run per backbone and seed (about 40 MLTFR runs on one seed), several times the rest of the batch; the LLM
 # comparison (Table 4) runs an LLM over every sampled user's candidate pool (its own 30-minute budget); the MixRec
-# study fine-tunes an LLM (hours per run on a CPU even at its reduced `cpu` profile, which `--profile quick` maps to).
+# study fine-tunes an LLM (1-8 minutes a run at its reduced `cpu` profile, which `--profile quick` maps to; days at the
+# paper's).
 STUDIES = ["reproduction_gap", "llm_comparison", "mixrec"]
 
 

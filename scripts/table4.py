@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--mixrec-profile", default="cpu", choices=["cpu", "paper"])
     parser.add_argument("--mixrec-runs-dir", default=None, help="the MixRec runs' store (default: --runs-dir's)")
     parser.add_argument("--mixrec-llm", default="SmolLM2-135M")
-    parser.add_argument("--mixrec-train-missing", action="store_true", help="train missing MixRec runs (hours each)")
+    parser.add_argument("--mixrec-train-missing", action="store_true", help="train missing MixRec runs (minutes each at the cpu profile)")
     parser.add_argument("--out", default=None, help="write the table as CSV here")
     args = parser.parse_args()
     pool = PoolSpec(size=args.pool, sampling=args.pool_sampling, seed=args.pool_seed, max_users=args.max_users)
