@@ -722,7 +722,9 @@ class Experiment:
     # -- Table 4 -------------------------------------------------------------------------
     def table4(self, pool=None, llm_model: str | None = None, variants=("generation", "likelihood"),
                titles_file: str | None = None, llm_dtype: str = "bfloat16", base_url: str | None = None,
-               train_missing: bool = False, llm_missing: str = "run", log=print) -> pd.DataFrame:
+               train_missing: bool = False, llm_missing: str = "run", mixrec=(), mixrec_profile: str = "cpu",
+               mixrec_runs_dir=None, mixrec_llm: str = "SmolLM2-135M", mixrec_train_missing: bool = False,
+               mixrec_options=None, log=print) -> pd.DataFrame:
         """One row per method on this dataset's candidate pools (:class:`mltfrkit.train.pools.PoolSpec`): each
         backbone W/O and with MLTFR (stored runs of this experiment's profile and seeds, scored on the pools
         without retraining; ``train_missing=True`` trains the missing ones, else they are listed as missing),
@@ -730,6 +732,13 @@ class Experiment:
         OpenAI-compatible endpoint, generation only). Columns: ``top1`` (seed-averaged for ID models), its
         95% bootstrap interval over users, ``invalid_rate`` (answers naming no candidate), ``users``,
         ``seeds``, ``users_per_second`` (the LLM), ``paper`` (Table 4's figure, its pools unspecified).
+
+        ``mixrec``: MixRec variants to add as rows (``llmrec``, ``mixrec_base``, ``mixrec``, ``mixrec:<bits>``,
+        ``mixrec:bo``; :func:`mltfrkit.mixrec.experiment.table4_rows`): the stored runs of ``mixrec_profile``
+        and this experiment's seeds in ``mixrec_runs_dir`` (None: this store), scored on the same pools from
+        their full-ranking scores; trained only with ``mixrec_train_missing`` (minutes a run at the cpu profile,
+        days at the paper's).
+        ``mixrec_options``: ``{"model": {...}, "train": {...}, "bo": {...}}`` overrides of the profile.
         ``llm_missing``: "run" (default) runs the LLM when its answers on these pools are not stored; "skip"
         only reads a stored result (:func:`mltfrkit.llmrec.recommender.stored_llm_result`: nothing is loaded or
         run) and leaves the LLM rows out when there is none."""
@@ -737,7 +746,7 @@ class Experiment:
             raise ValueError(f"llm_missing must be 'run' or 'skip', not {llm_missing!r}")
         from mltfrkit.data.text import item_titles
         from mltfrkit.store import pool_evaluation
-        from mltfrkit.train.pools import PoolSpec, bootstrap_ci, make_pools
+        from mltfrkit.train.pools import PoolSpec, make_pools
 
         pool = pool or PoolSpec()
         text = item_titles(self.split, self.data_dir, titles_file=titles_file)  # NoTitlesError names the files
@@ -754,11 +763,16 @@ class Experiment:
                        "variant": label, "seeds": len(stored), "missing seeds": len(results) - len(stored),
                        "paper": published.get(backbone) if label == "MLTFR" else None}
                 if stored:
-                    hits = np.mean([np.asarray(pool_evaluation(r["run_dir"], pool, self.data_dir)["ranks"]) == 0
-                                    for r in stored], axis=0)
-                    low, high = bootstrap_ci(hits)
-                    row.update(top1=float(hits.mean()), ci_low=low, ci_high=high, users=len(hits), invalid_rate=0.0)
+                    row.update(pool_row([pool_evaluation(r["run_dir"], pool, self.data_dir) for r in stored]))
                 rows.append(row)
+        mixrec = list_parameter(mixrec, "mixrec", "-p mixrec_variants '[\"mixrec\"]'") if mixrec is not None else []
+        if mixrec:
+            from mltfrkit.mixrec.experiment import table4_rows
+
+            options = mixrec_options or {}
+            rows += table4_rows(self, pool, mixrec, mixrec_profile, mixrec_runs_dir, mixrec_llm,
+                                titles_file or "titles", mixrec_train_missing, options.get("model"),
+                                options.get("train"), options.get("bo"), log=log)
         if base_url and "likelihood" in variants:  # a chat endpoint returns no log-probabilities of given text
             variants = tuple(v for v in variants if v != "likelihood")
             if log:
@@ -795,6 +809,22 @@ class Experiment:
         table["pool_size"] = pool.size
         table["titled items"] = f"{len(text)} of {text.n_items}"
         return table
+
+
+POOL_COLUMNS = ("HR@5", "NDCG@5", "HR@10", "NDCG@10")  # within the pool, beside top-1
+
+
+def pool_row(evaluations: list[dict]) -> dict:
+    """A Table 4 row's figures from one pool evaluation per seed (:func:`mltfrkit.store.pool_evaluation`):
+    top-1 averaged over seeds per user, its 95% bootstrap interval over users, and HR@k / NDCG@k within the
+    pool averaged over seeds."""
+    from mltfrkit.train.pools import bootstrap_ci
+
+    hits = np.mean([np.asarray(e["ranks"]) == 0 for e in evaluations], axis=0)
+    low, high = bootstrap_ci(hits)
+    row = {"top1": float(hits.mean()), "ci_low": low, "ci_high": high, "users": len(hits), "invalid_rate": 0.0}
+    row.update({k: float(np.mean([e[k] for e in evaluations])) for k in POOL_COLUMNS if k in evaluations[0]})
+    return row
 
 
 def table4_wide(long: pd.DataFrame) -> pd.DataFrame:

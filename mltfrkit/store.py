@@ -95,7 +95,8 @@ def read_json(path: str | os.PathLike) -> dict | None:
 def pool_evaluation(run_dir: str | os.PathLike, pool, data_dir: str | os.PathLike | None = None) -> dict:
     """A finished run's metrics on candidate pools (:mod:`mltfrkit.train.pools`), with per-user ranks: its
     stored weights are loaded (nothing is retrained) and the answer is cached in ``<run dir>/pools/<pool
-    key>.json``, so every later call reads it."""
+    key>.json``, so every later call reads it. A MixRec run (``backbone = "mixrec"``) is scored by
+    :func:`mltfrkit.mixrec.train.mixrec_pool_evaluation`: its full-ranking scores restricted to the pool."""
     from mltfrkit.paths import atomic_write_json
     from mltfrkit.runs import load_trained
     from mltfrkit.train.pools import evaluate_on_pools, make_pools
@@ -105,6 +106,10 @@ def pool_evaluation(run_dir: str | os.PathLike, pool, data_dir: str | os.PathLik
     if result is None:
         raise FileNotFoundError(f"{run_dir} has no finished result ({RESULT}): train the run first "
                                 f"(mltfrkit train ..., or the notebook's train_missing=True)")
+    if result["config"].get("backbone") == "mixrec":
+        from mltfrkit.mixrec.train import mixrec_pool_evaluation
+
+        return mixrec_pool_evaluation(run_dir, pool, data_dir)
     path = run_dir / "pools" / f"{pool.key(result['config'].get('data_sha256', ''))}.json"
     cached = read_json(path)
     if cached is not None and "ranks" in cached:

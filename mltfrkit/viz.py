@@ -153,9 +153,9 @@ def plot_relevance(per_user: pd.DataFrame, dataset: str, title_tag: str = ""):
 
 
 def plot_table4(long: pd.DataFrame, title_tag: str = ""):
-    """Table 4: top-1 accuracy on candidate pools per method (bars, 95% bootstrap interval over users),
-    one panel per dataset; the paper's figures as black ticks (its pools are unspecified); a dotted line at
-    chance (1 / pool size), since a pool's size sets what top-1 means."""
+    """Table 4: top-1 accuracy on candidate pools per method (bars, 95% bootstrap interval over users; grey W/O,
+    blue MLTFR, orange the prompted LLM, green MixRec), one panel per dataset; the paper's figures as black ticks
+    (its pools are unspecified); a dotted line at chance (1 / pool size), since a pool's size sets what top-1 means."""
     plt = _plt()
     datasets = list(dict.fromkeys(long["dataset"]))
     fig, axes = plt.subplots(1, len(datasets), figsize=(1.2 + 0.9 * long.groupby("dataset").size().max()
@@ -164,8 +164,9 @@ def plot_table4(long: pd.DataFrame, title_tag: str = ""):
         rows = long[(long["dataset"] == dataset) & long["top1"].notna()].reset_index(drop=True)
         x = np.arange(len(rows))
         errors = np.vstack([rows["top1"] - rows["ci_low"], rows["ci_high"] - rows["top1"]])
-        colours = ["tab:gray" if m.endswith("W/O") else "tab:blue" if m.endswith("MLTFR") else "tab:orange"
-                   for m in rows["method"]]
+        family = rows["backbone"] if "backbone" in rows else pd.Series([None] * len(rows))
+        colours = ["tab:green" if b == "mixrec" else "tab:gray" if m.endswith("W/O") else
+                   "tab:blue" if m.endswith("MLTFR") else "tab:orange" for m, b in zip(rows["method"], family)]
         ax.bar(x, rows["top1"], yerr=errors, capsize=3, color=colours)
         if "paper" in rows:
             paper = pd.to_numeric(rows["paper"], errors="coerce")
@@ -176,6 +177,43 @@ def plot_table4(long: pd.DataFrame, title_tag: str = ""):
         ax.set_ylabel("top-1 accuracy")
         ax.set_title(f"{dataset}: {rows['pool'].iloc[0] if len(rows) else ''}", fontsize=8)
     _suptitle(fig, f"Table 4: ID-based models vs a text-prompted LLM{title_tag}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mixrec(table: pd.DataFrame, dataset: str, title_tag: str = "",
+                metrics=("NDCG@10", "Recall@10", "MRR", "HR@20", "NDCG@20")):
+    """The MixRec comparison (:meth:`mltfrkit.mixrec.experiment.MixRecStudy.table`): one panel per metric,
+    one bar per model (mean over seeds, std as error bar; green MixRec's rows, grey / blue the backbones
+    W/O / with MLTFR)."""
+    plt = _plt()
+    rows = table[table["seeds"] > 0].reset_index(drop=True)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 4.0), squeeze=False)
+    colours = ["tab:blue" if "MLTFR" in m else "tab:green" if m.startswith(("MixRec", "LLMRec")) else "tab:gray"
+               for m in rows["model"]]
+    x = np.arange(len(rows))
+    for ax, metric in zip(axes[0], metrics):
+        ax.bar(x, rows[metric], yerr=_errors(rows, metric), capsize=3, color=colours)
+        ax.set_xticks(x, [re.sub(r" design [01 ]+\)", ")", m) for m in rows["model"]], rotation=60, ha="right",
+                      fontsize=7)  # "MixRec (BO)": its design is in the table
+        ax.set_title(metric, fontsize=9)
+    _suptitle(fig, f"MixRec vs ID-based models on {dataset} (test, full ranking){title_tag}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_mixrec_ablation(ablation: pd.DataFrame, dataset: str, title_tag: str = ""):
+    """The MixRec paper's Fig. 5 (:meth:`~mltfrkit.mixrec.experiment.MixRecStudy.ablation`): NDCG@10 and
+    Recall@10 along LLMRec -> Variation 1 (MixRec_base) -> Variation 2 (no BO) -> MixRec (BO design)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.8), squeeze=False)
+    x = np.arange(len(ablation))
+    for ax, metric in zip(axes[0], ("NDCG@10", "Recall@10")):
+        ax.bar(x, ablation[metric], yerr=_errors(ablation, metric), capsize=3,
+               color=["tab:gray", "tab:olive", "tab:cyan", "tab:green"][:len(ablation)])
+        ax.set_xticks(x, [textwrap.fill(s, 14) for s in ablation["step"]], fontsize=7)
+        ax.set_title(metric, fontsize=9)
+    _suptitle(fig, f"MixRec ablation (its Fig. 5) on {dataset}{title_tag}")
     fig.tight_layout()
     return fig
 

@@ -7,7 +7,9 @@ resumes where it stopped and a finished one trains nothing.
 
 Order: LLMRec, MixRec_base, MixRec with the fixed all-serial design (the paper's "Variation 2"),
 the BO search on Data_BO, then MixRec with the design BO chose. At the end, a table of the stored
-runs (test NDCG@10, HR@10 = Recall@10 with one target, MRR, and HR/NDCG@20).
+runs (test NDCG@10, HR@10 = Recall@10 with one target, MRR, and HR/NDCG@20). The same table, with std, paired
+tests, BO's trials and the Fig. 5 ablation, from the same stored runs: notebooks/mixrec.ipynb
+(papermill ... -p profile cpu -p seeds '[0,1,2]' -p train_missing False).
 """
 
 from __future__ import annotations
@@ -17,12 +19,17 @@ import json
 import numpy as np
 import torch
 
+from mltfrkit.mixrec.experiment import BO_SETTINGS
+
+BO = BO_SETTINGS["cpu"]  # the notebook's (notebooks/mixrec.ipynb) cpu profile reads the same search
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--bo-iterations", type=int, default=6)
-    parser.add_argument("--bo-init", type=int, default=3)
-    parser.add_argument("--bo-users", type=float, default=0.2)
+    parser.add_argument("--bo-iterations", type=int, default=BO["iterations"])
+    parser.add_argument("--bo-init", type=int, default=BO["n_init"])
+    parser.add_argument("--bo-users", type=float, default=BO["user_fraction"])
     parser.add_argument("--runs-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--stages", nargs="+",
@@ -52,9 +59,9 @@ def main(argv=None):
                 results.setdefault(stage, []).append(result["test"])
                 log(f"{stage} seed {seed} test {result['test']}")
     if "search" in args.stages or "mixrec_bo" in args.stages:
-        bo = bo_spec(mixrec_spec("mixrec"), args.bo_users)
+        bo = bo_spec(mixrec_spec("mixrec", seed=BO["seed"]), args.bo_users, BO["epochs"])
         trials = search_damoe(bo, split, runs_dir=args.runs_dir, iterations=args.bo_iterations, n_init=args.bo_init,
-                              log=log)
+                              seed=BO["seed"], log=log)
         design, value = trials.best()
         log(f"DAMoE design chosen by BO: {''.join(map(str, design))} (validation MRR on Data_BO {value:.5f}); "
             f"per layer (causal expert, context expert, rec adapter), 0 = serial, 1 = parallel")
@@ -64,12 +71,14 @@ def main(argv=None):
                                     runs_dir=args.runs_dir, log=log)
                 results.setdefault("mixrec (BO design)", []).append(result["test"])
                 log(f"mixrec (BO design) seed {seed} test {result['test']}")
-    if "baselines" in args.stages:  # the toolkit's SASRec and SASRec + MLTFR (quick-profile MLTFR options)
+    if "baselines" in args.stages:  # the toolkit's SASRec and SASRec + MLTFR (quick profile + CPU_BACKBONE_MLTFR)
         from mltfrkit.experiments import Experiment
         from mltfrkit.mixrec.experiment import backbone_metrics
 
+        from mltfrkit.mixrec.experiment import CPU_BACKBONE_MLTFR
+
         experiment = Experiment("ml-100k", profile="quick", epochs=args.baseline_epochs, runs_dir=args.runs_dir,
-                                device="cpu", progress=False)
+                                device="cpu", progress=False, mltfr_options=CPU_BACKBONE_MLTFR)
         for seed in args.seeds:
             for name, spec in (("sasrec", experiment.spec("sasrec", seed=seed)),
                                ("sasrec+mltfr", experiment.spec("sasrec", "mltfr", seed=seed))):

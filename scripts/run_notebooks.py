@@ -30,10 +30,12 @@ NOTEBOOK_DIR = REPO / "notebooks"
 DEFAULT_ORDER = ["table2", "ablation", "expert_sweep", "te_vs_re", "token_inspector"]
 # Studies of their own, run only when named (--notebooks): the reproduction-gap ladder trains 13 rungs x 4 kinds
 # of run per backbone and seed (about 40 MLTFR runs on one seed), several times the rest of the batch; the LLM
-# comparison (Table 4) runs an LLM over every sampled user's candidate pool (its own 30-minute budget); the claims
+# comparison (Table 4) runs an LLM over every sampled user's candidate pool (its own 30-minute budget); the MixRec
+# study fine-tunes an LLM (1-8 minutes a run at its reduced `cpu` profile, which `--profile quick` maps to; days at the
+# paper's); the claims
 # notebook reads every claim's runs on several datasets (-p datasets '["Pantry", "ml-100k", "Beauty"]'; by default
 # it trains nothing: rows whose runs are missing say so).
-STUDIES = ["reproduction_gap", "llm_comparison", "claims"]
+STUDIES = ["reproduction_gap", "llm_comparison", "mixrec", "claims"]
 # The grid each notebook reads (Experiment.grid), and which notebook parameters shape it. With a parallel
 # executor the batch trains the union of its notebooks' grids first, in one pool (longest runs first), and the
 # notebooks then read every run from the store: a notebook's own grid is a handful of runs (the quick profile's

@@ -1,12 +1,16 @@
 """notebooks/llm_comparison.ipynb (Table 4) executed by papermill on tiny settings: a small sequence file
-with a title CSV, SASRec W/O and with MLTFR for one epoch, the real SmolLM2 on a handful of users.
-Checks the table it writes (both LLM variants, CIs, invalid rate, users/s) and that a second execution
-trains nothing and reads the LLM's answers from the store."""
+with a title CSV, SASRec W/O and with MLTFR for one epoch, the real SmolLM2 on a handful of users, and a
+MixRec column (the tiny random Llama of tests/test_mixrec.py as a local folder, one epoch, in a MixRec store of
+its own). Checks the table it writes (both LLM variants, CIs, invalid rate, users/s, MixRec's top-1 equal to its
+stored run's pool ranks) and that a second execution, with no MixRec variant, trains nothing and reads the LLM's
+answers from the store."""
 
 from __future__ import annotations
 
 import csv
+import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -36,12 +40,30 @@ def test_llm_comparison_notebook(tmp_path, smollm2, tiny_file):  # noqa: F811
                   "epochs": 1, "profile": "quick", "mltfr_options": SMALL, "runs_dir": str(runs),
                   "figures_dir": str(figures), "executor": "local", "pool_size": 8, "max_users": 3,
                   "llm_dtype": "float32"}
+    from test_mixrec_notebook import TINY_MODEL, TINY_TRAIN
+    from test_mixrec import save_tiny_llm
+
+    mixrec_runs = tmp_path / "mixrec-runs"  # MixRec runs in another store than the ID runs
+    mixrec = {"mixrec_variants": ["mixrec"], "mixrec_runs_dir": str(mixrec_runs), "mixrec_train_missing": True,
+              "mixrec_llm": save_tiny_llm(tmp_path / "tiny-llm"),
+              "mixrec_options": {"model": TINY_MODEL, "train": {**TINY_TRAIN, "epochs": 1}}}
     for attempt in range(2):
         papermill.execute_notebook(str(NOTEBOOKS / "llm_comparison.ipynb"), str(tmp_path / f"out{attempt}.ipynb"),
-                                   kernel_name="python3", progress_bar=False, cwd=str(REPO), parameters=parameters)
+                                   kernel_name="python3", progress_bar=False, cwd=str(REPO),
+                                   parameters={**parameters, **(mixrec if attempt == 0 else {"mixrec_variants": []})})
         if attempt == 0:
             trained = sorted(p.stat().st_mtime for p in runs.rglob("result.json"))
             llm_files = sorted(runs.rglob("pools/tiny-llm-*.json"))
+            with_mixrec = pd.read_csv(figures / "table4_long-tiny.csv")
+    [mixrec_row] = with_mixrec[with_mixrec["backbone"] == "mixrec"].to_dict("records")
+    [mixrec_run] = [p.parent for p in mixrec_runs.rglob("result.json")]  # trained there, not in the ID store
+    assert mixrec_row["method"] == "MixRec (all serial)" and mixrec_row["seeds"] == 1 and mixrec_row["users"] == 3
+    [cached] = list(mixrec_run.glob("pools/*.json"))  # its pool ranks, from its full-ranking scores
+    ranks = np.array(json.loads(cached.read_text())["ranks"])
+    assert len(ranks) == 3 and mixrec_row["top1"] == pytest.approx(np.mean(ranks == 0))
+    assert mixrec_row["ci_low"] <= mixrec_row["top1"] <= mixrec_row["ci_high"]
+    assert list(with_mixrec["method"])[:4] == ["sasrec W/O", "sasrec MLTFR", "MixRec (all serial)",
+                                               "LLM (generation)"]
     assert sorted(p.stat().st_mtime for p in runs.rglob("result.json")) == trained  # nothing trained again
     assert sorted(runs.rglob("pools/tiny-llm-*.json")) == llm_files and len(llm_files) == 1
     long = pd.read_csv(figures / "table4_long-tiny.csv")

@@ -463,3 +463,55 @@ def test_command_line_refuses_a_bad_design_and_a_dataset_without_titles(tmp_path
     assert main(["mixrec", "train", "--dataset", str(data), "--runs-dir", str(tmp_path / "runs")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("mltfrkit: error:") and "title" in err
+
+
+def save_tiny_llm(folder):
+    """The tiny Llama and its tokenizer as a local folder, so that another process (a papermill kernel) loads
+    the same LLM by path through :func:`mltfrkit.mixrec.llm.load_llm`."""
+    tiny_llama().save_pretrained(folder)
+    TOKENIZER.save_pretrained(folder)
+    return str(folder)
+
+
+def test_pool_ranks_are_the_full_ranking_scores_restricted_to_the_pool(registered_llm, tmp_path):
+    """Table 4's mixrec column: a stored run's pool ranks are the ranks of the target among its candidates under
+    the run's full-ranking score vector (score_all over every item), ties against the target."""
+    from mltfrkit.mixrec.train import (load_trained_mixrec, mixrec_pool_evaluation, run_mixrec,
+                                       score_mixrec_pools)
+    from mltfrkit.store import pool_evaluation
+    from mltfrkit.train.metrics import pad_left
+    from mltfrkit.train.pools import PoolSpec, make_pools, ranks_from_scores
+
+    split = tiny_split()
+    result = run_mixrec(tiny_spec(registered_llm, epochs=1), split=split, runs_dir=tmp_path, log=None)
+    pool = PoolSpec(size=5, seed=3)
+    evaluation = mixrec_pool_evaluation(result["run_dir"], pool, split=split)
+    _, _, model = load_trained_mixrec(result["run_dir"], split=split)
+    pools = make_pools(split, pool)
+    histories, _ = split.eval_pairs("test")
+    expected, restricted = [], []
+    for row, user in enumerate(pools.users):  # each user alone: its full score vector over all items
+        full = model.score_all(torch.tensor([int(user)]), pad_left([histories[user]], model.config.history_len))[0]
+        assert full.shape == (N_ITEMS + 1,)
+        candidates = full[torch.as_tensor(pools.candidates[row])]
+        target = candidates[pools.target_index[row]]
+        expected.append(int((candidates >= target).sum()) - 1)  # every other candidate scoring >= counts
+        restricted.append(candidates)
+    assert evaluation["ranks"] == expected and evaluation["users"] == N_USERS
+    assert len(set(expected)) > 1  # not a degenerate model: the ranks vary across users
+    np.testing.assert_allclose(score_mixrec_pools(model, pools, batch=4), torch.stack(restricted).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert evaluation["top1"] == pytest.approx(np.mean(np.array(expected) == 0))
+    # the store's pool evaluation dispatches a MixRec run here and reads the cache written above
+    assert pool_evaluation(result["run_dir"], pool) == evaluation
+    from mltfrkit.runs import store_root
+
+    assert len(list(store_root(tmp_path).glob("*/pools/*.json"))) == 1
+
+    class Constant(torch.nn.Module):  # ties: a constant scorer never gets the target on top
+        config = model.config
+
+        def score_all(self, users, history):
+            return torch.zeros(len(users), N_ITEMS + 1)
+    ties = ranks_from_scores(score_mixrec_pools(Constant(), pools), pools.target_index)
+    assert (ties == pool.size - 1).all()

@@ -22,7 +22,7 @@ from test_store import link_cached_inputs
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 NAMES = ["te_vs_re", "table2", "ablation", "expert_sweep", "token_inspector", "reproduction_gap", "llm_comparison",
-         "claims"]
+         "mixrec", "claims"]  # mixrec.ipynb is executed by tests/test_mixrec_notebook.py, llm_comparison by test_llm_notebook.py
 REQUIRED_PARAMETERS = ("dataset", "data_dir", "backbones", "llms", "seeds", "epochs", "profile", "device",
                        "executor", "workers", "ray_address")
 QUICK_SOURCES = ["SmolLM2-135M", "all-MiniLM-L6-v2", "paraphrase-MiniLM-L3-v2"]  # offline[:3]

@@ -207,14 +207,26 @@ def search_damoe(spec, split, runs_dir=None, iterations: int = 30, n_init: int =
     """The DAMoE search on Data_BO (section 2.4's first step); its log lives in the store beside the trials."""
     from mltfrkit.mixrec.model import PARTS_PER_LAYER
     from mltfrkit.mixrec.train import get_llm
-    from mltfrkit.runs import store_root
 
     parts, _ = get_llm(spec.llm)
     r = spec.model.replace_every
     n_layers = spec.model.llm_layers or parts.n_layers
     n_bits = PARTS_PER_LAYER * sum(1 for k in range(n_layers) if (k + 1) % r == 0)
-    key = spec.key(split.source_sha256, f"search:{iterations}:{n_init}:{seed}")
-    folder = store_root(runs_dir) / f"{split.name}-mixrec-search-{key}"
+    folder = search_folder(spec, split, runs_dir, iterations, n_init, seed)
     folder.mkdir(parents=True, exist_ok=True)
     return bayesian_search(mixrec_objective(spec, split, runs_dir, log=log), n_bits, iterations, n_init, seed,
                            settings, folder / "search.json", log)
+
+
+def search_folder(spec, split, runs_dir=None, iterations: int = 30, n_init: int = 5, seed: int = 0) -> Path:
+    """``<store>/<dataset>-mixrec-search-<key>``: where :func:`search_damoe` keeps ``search.json``."""
+    from mltfrkit.runs import store_root
+
+    key = spec.key(split.source_sha256, f"search:{iterations}:{n_init}:{seed}")
+    return store_root(runs_dir) / f"{split.name}-mixrec-search-{key}"
+
+
+def stored_search(spec, split, runs_dir=None, iterations: int = 30, n_init: int = 5, seed: int = 0) -> SearchLog:
+    """The trials of a search as stored so far (empty when it never ran), without loading the LLM or training:
+    what a notebook reads when it must not train (``len(values) < iterations``: unfinished)."""
+    return SearchLog.load(search_folder(spec, split, runs_dir, iterations, n_init, seed) / "search.json")

@@ -439,3 +439,53 @@ def load_trained_mixrec(run_dir, data_dir=None, split=None, device="cpu"):
     model.load_trainable_state(saved["state"]["best_state"] or saved["model"], str(path))
     model.eval()
     return spec, split, model
+
+
+# --------------------------------------------------------------------------- candidate pools (Table 4)
+
+
+@torch.no_grad()
+def score_mixrec_pools(model: MixRec, pools, batch: int = 16, device="cpu", autocast: bool = False) -> np.ndarray:
+    """(n, size) scores of a MixRec model on candidate pools (:mod:`mltfrkit.train.pools`): each pooled user's
+    full-ranking score vector (:meth:`MixRec.score_all`, the one :func:`evaluate_mixrec` ranks, on the same
+    test history and with the same autocast) restricted to the user's candidates, in presentation order."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(pools), batch):
+        users = torch.as_tensor(pools.users[start:start + batch], dtype=torch.long, device=device)
+        history = pad_left(pools.histories[start:start + batch], model.config.history_len).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=autocast):
+            scores = model.score_all(users, history)
+        chosen = torch.as_tensor(pools.candidates[start:start + batch], device=device)
+        out.append(scores.gather(1, chosen).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, pools.spec.size), dtype=np.float32)
+
+
+def mixrec_pool_evaluation(run_dir, pool, data_dir=None, split=None, device="cpu") -> dict:
+    """A finished MixRec run's metrics on candidate pools, with the per-user ranks (ties and non-finite scores
+    against the target, :func:`mltfrkit.train.pools.ranks_from_scores`), from its selected weights: nothing is
+    retrained. Cached in ``<run dir>/pools/<pool key>.json`` as :func:`mltfrkit.store.pool_evaluation` does
+    for the backbones (which calls this for a MixRec run)."""
+    from mltfrkit.paths import atomic_write_json
+    from mltfrkit.store import RESULT, read_json, read_result
+    from mltfrkit.train.pools import make_pools, pool_metrics, ranks_from_scores
+
+    run_dir = Path(run_dir)
+    result = read_result(run_dir / RESULT)
+    if result is None:
+        raise FileNotFoundError(f"{run_dir} has no finished result ({RESULT}): train the run first "
+                                f"(mltfrkit mixrec train ...)")
+    path = run_dir / "pools" / f"{pool.key(result['config'].get('data_sha256', ''))}.json"
+    cached = read_json(path)
+    if cached is not None and "ranks" in cached:
+        return cached
+    spec, split, model = load_trained_mixrec(run_dir, data_dir, split, device)
+    pools = make_pools(split, pool)
+    scores = score_mixrec_pools(model, pools, spec.train.eval_batch, device, spec.train.precision == "bfloat16")
+    ranks = ranks_from_scores(scores, pools.target_index)
+    evaluation = {"pool": pool.to_dict(), "users": len(pools), **pool_metrics(ranks), "ranks": ranks.tolist(),
+                  "run_dir": str(run_dir), "dataset": split.name, "data_sha256": split.source_sha256}
+    atomic_write_json(path, evaluation)
+    return evaluation
