@@ -10,10 +10,10 @@ tables (CSV) to ``figures/`` (names gain ``-paper`` under ``--profile paper``). 
 ``<cache>/runs``): a second invocation trains nothing, and an interrupted one resumes. Missing runs
 are trained in parallel by the executor (default on a machine with more than one core: ``processes``,
 one run per core with one torch thread each; ``--executor ray [--ray-address ...]`` for Ray,
-``--executor local`` for one run after another in the notebook's kernel). With a parallel executor the
-batch first trains the union of its notebooks' grids in one pool, longest runs first (``NOTEBOOK_GRIDS``;
-``--no-grid-first`` to let each notebook train its own), then runs the notebooks one after the other,
-which read everything from the store.
+``--executor local`` for one run after another in the notebook's kernel). With ``--grid-first`` and a
+parallel executor the batch first trains the union of its notebooks' grids in one pool, longest runs first
+(``NOTEBOOK_GRIDS``), then runs the notebooks, which read everything from the store (for ``make run`` it measured
+no faster than letting each notebook train its own runs, the default: README "Running grids in parallel").
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ DEFAULT_ORDER = ["table2", "ablation", "expert_sweep", "te_vs_re", "token_inspec
 # notebook reads every claim's runs on several datasets (-p datasets '["Pantry", "ml-100k", "Beauty"]'; by default
 # it trains nothing: rows whose runs are missing say so).
 STUDIES = ["reproduction_gap", "llm_comparison", "mixrec", "claims"]
-# The grid each notebook reads (Experiment.grid), and which notebook parameters shape it. With a parallel
-# executor the batch trains the union of its notebooks' grids first, in one pool (longest runs first), and the
-# notebooks then read every run from the store: a notebook's own grid is a handful of runs (the quick profile's
-# Table 2 is three), too few to keep two workers busy, while the batch's union is a dozen.
+# The grid each notebook reads (Experiment.grid), and which notebook parameters shape it. With --grid-first and a
+# parallel executor the batch trains the union of its notebooks' grids first, in one pool (longest runs first), and
+# the notebooks then read every run from the store (a notebook's own grid is a handful of runs).
 NOTEBOOK_GRIDS = {"table2": ("table2", ("controls",)), "ablation": ("ablation", ("noise_modes", "top_ks")),
                   "expert_sweep": ("expert_sweep", ("experts",)), "te_vs_re": ("te_vs_re", ("sources",))}
 EXPERIMENT_PARAMETERS = ("data_dir", "profile", "backbones", "llms", "seeds", "epochs", "device", "runs_dir",
@@ -112,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="runs at once (default: cores / threads)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1)")
     parser.add_argument("--ray-address", default=None, help="with --executor ray: auto, HOST:PORT or ray://HOST:10001")
-    parser.add_argument("--no-grid-first", dest="grid_first", action="store_false",
-                        help="let each notebook train its own missing runs (default with a parallel executor: the "
-                             "batch trains the union of its notebooks' grids first, in one pool)")
+    parser.add_argument("--grid-first", action="store_true",
+                        help="with a parallel executor, train the union of the notebooks' grids first, in one pool "
+                             "(default: each notebook trains its own missing runs; measured no faster for make run)")
     args = parser.parse_args(argv)
 
     import papermill
