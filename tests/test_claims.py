@@ -6,6 +6,7 @@ runs in tests/test_notebooks.py::test_claims_notebook."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -17,7 +18,11 @@ import pytest
 from mltfrkit import claims as C
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER = REPO.parent / "shared" / "papers" / "MLTFR-arXiv-2604.18200.txt"
+# beside the checkout, else beside the shared data the Makefile found (MLTFR_SHARED_DATA = .../shared/data)
+PAPER = next((p for p in (REPO.parent / "shared" / "papers" / "MLTFR-arXiv-2604.18200.txt",
+                          Path(os.environ.get("MLTFR_SHARED_DATA", "/nonexistent")).parent / "papers"
+                          / "MLTFR-arXiv-2604.18200.txt") if p.exists()),
+             REPO.parent / "shared" / "papers" / "MLTFR-arXiv-2604.18200.txt")
 S, R, I, NM, NA = C.SUPPORTS, C.REFUTES, C.INCONCLUSIVE, C.NOT_MEASURED, C.NOT_APPLICABLE
 
 
