@@ -150,7 +150,9 @@ def _by_cutoff(metrics: dict) -> list[tuple[str, float]]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Train every missing run of a named experiment, so that the notebook of that name (with the same
-    dataset, profile and options) then reads everything from the store and trains nothing."""
+    dataset, profile and options) then reads everything from the store and trains nothing. With --plan,
+    train nothing: print how many runs are stored, how many would be trained (counted as the sweep would
+    train them) and an estimate of the time from the store's measured run times."""
     from mltfrkit.executors import GridFailed
     from mltfrkit.experiments import Experiment
 
@@ -169,6 +171,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print("mltfrkit: error: --controls applies to the table2 grid only", file=sys.stderr)
             return 2
         options["controls"] = args.controls
+    if args.plan:
+        plan = exp.plan(args.experiment, workers=args.workers, **options)
+        print(plan.report(f"{args.experiment} on {exp.dataset}"))
+        return 0
     try:
         results = exp.sweep(args.experiment, **options)
     except GridFailed as failed:
@@ -341,9 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
                             "ray: a Ray task per run (local, or the cluster at --ray-address); auto (default): "
                             "processes when this machine has more than one core")
     sweep.add_argument("--workers", type=int, default=None,
-                       help="runs at once (default: cores / threads; with ray: as many as the cluster's CPUs allow)")
+                       help="runs at once (default: cores / threads; with ray: as many as the cluster's CPUs allow); "
+                            "with --plan: the workers the wall-time estimate assumes (default: the executor's)")
     sweep.add_argument("--threads", type=int, default=None, help="torch threads per run (default 1; local: unchanged)")
     sweep.add_argument("--ray-address", default=None, help="an existing Ray cluster: auto, HOST:PORT or ray://HOST:10001")
+    sweep.add_argument("--plan", action="store_true",
+                       help="train nothing: print what is stored, what would be trained (per backbone, plug-in and "
+                            "schedule) and the estimated hours, serial and with --workers workers, from the measured "
+                            "times of similar stored runs (valid for the concurrency those runs had)")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.set_defaults(func=cmd_sweep)
 

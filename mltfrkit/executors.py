@@ -182,16 +182,29 @@ def _init_worker(threads: int | None) -> None:
 Outcome = tuple[int, "dict | RunFailure"]
 
 
+def rough_cost(spec: "RunSpec") -> float:
+    """A run's cost as :func:`longest_first` ranks it, known before anything is trained: epochs, x 3 for
+    MLTFR (two rounds and the experts), x 2 for a two-round schedule."""
+    return spec.train.epochs * (3 if spec.plugin == "mltfr" else 1) * (1 if spec.schedule == "single" else 2)
+
+
 def longest_first(jobs: list[RunJob]) -> list[int]:
     """Positions of ``jobs`` in the order parallel executors start them: the costliest first (longest
     processing time first), so that a long MLTFR run does not start last and leave the other workers
-    idle at the end of a grid. The cost is a rough estimate: epochs, x 3 for MLTFR (two rounds and the
-    experts), x 2 for a two-round schedule; ties keep the grid's order. Results never depend on it."""
-    def cost(job: RunJob) -> float:
-        spec = job.spec
-        return spec.train.epochs * (3 if spec.plugin == "mltfr" else 1) * (1 if spec.schedule == "single" else 2)
+    idle at the end of a grid. The cost is the rough estimate of :func:`rough_cost`; ties keep the
+    grid's order. Results never depend on it. :func:`mltfrkit.plan.plan_grid` simulates this order."""
+    return sorted(range(len(jobs)), key=lambda index: -rough_cost(jobs[index].spec))
 
-    return sorted(range(len(jobs)), key=lambda index: -cost(jobs[index]))
+
+def concurrent_runs(executor) -> int:
+    """How many runs ``executor`` trains at once: 1 for the local executor (and any executor that does not
+    say), its ``workers`` for a process pool; for Ray its ``workers`` cap, else what a local Ray gets
+    (cores / threads). A Ray cluster without a cap runs as many as its CPUs allow, which is not known
+    before connecting: the local guess stands in for it, and ``mltfrkit sweep --plan --workers N`` says
+    otherwise."""
+    if isinstance(executor, RayExecutor):
+        return executor.workers or max(1, (os.cpu_count() or 1) // executor.threads)
+    return max(1, int(getattr(executor, "workers", None) or 1))
 
 
 class LocalExecutor:
@@ -489,4 +502,5 @@ def make_executor(executor: "str | LocalExecutor | ProcessExecutor | RayExecutor
 
 __all__ = ["EXECUTORS", "GridFailed", "LocalExecutor", "ProcessExecutor", "RayExecutor", "RunError", "RunFailure",
            "WorkersCannotStart",
-           "RunJob", "StoreNotVisible", "check_store_visible", "describe_spec", "make_executor", "store_id", "train_job"]
+           "RunJob", "StoreNotVisible", "check_store_visible", "concurrent_runs", "describe_spec", "longest_first",
+           "rough_cost", "make_executor", "store_id", "train_job"]

@@ -332,6 +332,13 @@ class Experiment:
         specs = self.grid(name, **options)
         return self.store.ensure_many(specs, desc=f"{name} runs")
 
+    def plan(self, name: str, workers: int | None = None, **options):
+        """What :meth:`sweep` would train for the experiment ``name``, and how long it would take, training
+        nothing: :meth:`mltfrkit.store.ResultStore.plan` of :meth:`grid` (a :class:`mltfrkit.plan.GridPlan`).
+        ``workers``: the estimate's concurrency (None: as many runs as this experiment's executor trains at
+        once). The estimates are the stored runs' measured times, valid for the concurrency they ran under."""
+        return self.store.plan(self.grid(name, **options), workers)
+
     def token_sources(self) -> list[str]:
         from mltfrkit.vocab import resolve_preset
 

@@ -18,7 +18,7 @@ import json
 import os
 import traceback
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -119,6 +119,20 @@ def pool_evaluation(run_dir: str | os.PathLike, pool, data_dir: str | os.PathLik
                   "dataset": split.name, "data_sha256": split.source_sha256}
     atomic_write_json(path, evaluation)
     return evaluation
+
+
+@dataclass
+class GridNeeds:
+    """What a grid needs from a store (:meth:`ResultStore.needs`), by grid position (index in ``specs``)."""
+
+    specs: list[RunSpec]
+    stored: dict[int, dict] = field(default_factory=dict)  # answered by a stored result
+    # w/o SC specs whose full run is stored: recorded from its round 1 (the full run's result)
+    from_stored_full: dict[int, dict] = field(default_factory=dict)
+    run_dirs: dict[int, Path] = field(default_factory=dict)  # every other position -> the run that answers it
+    job_specs: dict[Path, RunSpec] = field(default_factory=dict)  # run dir -> the spec trained there
+    to_train: dict[Path, list[int]] = field(default_factory=dict)  # run dir to train -> positions it answers
+    derived_later: dict[Path, list[int]] = field(default_factory=dict)  # full run to train -> its w/o SC positions
 
 
 class ResultStore:
@@ -236,11 +250,21 @@ class ResultStore:
         data order and random stream (``tests/test_store.py`` trains both and compares). So when
         the full run is stored, its round 1 is recorded as the ablation instead of training it again;
         ``derived_from`` names the run it came from."""
-        if not self.derive_ablation or spec.plugin != "mltfr" or spec.mltfr_config().consensus:
+        full = self._stored_full_run(spec)
+        return None if full is None else self._record_without_consensus(spec, full)
+
+    def _stored_full_run(self, spec: RunSpec) -> dict | None:
+        """The stored full run whose round 1 a w/o SC spec can be recorded from (None: not such a spec,
+        the full run is not stored, or it has no round 1 to record). Reads only."""
+        full = self._full_run_of(spec)
+        if full is None:
             return None
-        full = self.get(replace(spec, plugin_options={**spec.plugin_options, "consensus": True}))
-        if full is None or "round1" not in full:
-            return None
+        result = self.get(full)
+        return result if result is not None and "round1" in result else None
+
+    def _record_without_consensus(self, spec: RunSpec, full: dict) -> dict:
+        """Write ``full``'s round 1 as the result of the w/o SC ``spec`` (see
+        :meth:`_without_consensus_from_full_run`)."""
         split = self.split(spec.dataset)
         result = {**full["round1"], "config": spec.to_dict(split.source_sha256), "rounds": 1,
                   "consensus": "disabled", "stopped_early": full["round1"].get("stopped_early"),
@@ -253,41 +277,85 @@ class ResultStore:
         result["run_dir"] = str(run_dir)
         return result
 
+    def needs(self, specs: Iterable[RunSpec]) -> GridNeeds:
+        """What a grid still needs from this store, computed without writing anything: the rule
+        :meth:`ensure_many` trains by and :meth:`plan` counts by, so the two can never disagree.
+
+        Stored runs answer their specs (:meth:`get`: also a per-epoch-test twin or a run that stops
+        alike). A w/o SC spec whose full run is stored is recorded from its round 1. Of the rest,
+        identical specs are one run; a spec whose per-epoch-test twin is trained too is answered by
+        that twin; a w/o SC spec whose full run is trained in the same grid is recorded from it
+        afterwards, not trained. (If that full run then turns out to have no round 1, which happens
+        only when no two experts share a width, ensure_many trains the ablation in a second pass:
+        nothing can know that before the full run exists.)"""
+        specs = list(specs)
+        needs = GridNeeds(specs)
+        waiting: list[int] = []
+        for index, spec in enumerate(specs):
+            result = self.get(spec)
+            if result is not None:
+                needs.stored[index] = result
+                continue
+            full = self._stored_full_run(spec)
+            if full is not None:
+                needs.from_stored_full[index] = full
+            else:
+                waiting.append(index)
+        run_dirs = {index: self.run_dir(specs[index]) for index in waiting}
+        waiting_dirs = set(run_dirs.values())
+        needs.job_specs = {run_dirs[index]: specs[index] for index in waiting}
+        for index in waiting:  # a spec whose per-epoch-test twin is trained too is answered by it (see get)
+            twin = self._tracked(specs[index])
+            if twin is not None and self.run_dir(twin) in waiting_dirs:
+                run_dirs[index] = self.run_dir(twin)
+        needs.run_dirs = run_dirs
+        for index in waiting:
+            needs.to_train.setdefault(run_dirs[index], []).append(index)
+        # A waiting spec's own directory -> the run that answers it: how a w/o SC spec finds the run its full
+        # run is trained as (the full spec itself, or its per-epoch-test twin, which answers for it as in get).
+        answered_by = {self.run_dir(specs[index]): run_dirs[index] for index in waiting}
+        for index in waiting:
+            full = self._full_run_of(specs[index])
+            if full is None:
+                continue
+            candidates = [full] + [twin for twin in [self._tracked(full)] if twin is not None]
+            full_dir = next((answered_by[d] for d in map(self.run_dir, candidates)
+                             if answered_by.get(d) in needs.to_train), None)
+            if full_dir is None:
+                continue
+            # Every position this ablation's run answers (identical specs, its plain twin) is recorded from
+            # the full run: none of them is left without an answer.
+            group = needs.to_train.pop(run_dirs[index], None)
+            if group:
+                needs.derived_later.setdefault(full_dir, []).extend(group)
+        return needs
+
     def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs", executor=None) -> list[dict]:
         """Results for several specs, in order. Stored runs are read (never sent anywhere); the missing
         ones go to the executor (``executor``, else the store's), with one progress bar over runs.
 
         Identical specs are trained once. A w/o SC spec whose full run is stored, or is trained in the
-        same grid, is recorded from that full run's round 1 instead of being trained. When runs fail,
-        the others still finish and :class:`~mltfrkit.executors.GridFailed` names each failed run and
-        its log (running the grid again retries only those)."""
-        specs = list(specs)
+        same grid, is recorded from that full run's round 1 instead of being trained (:meth:`needs`
+        decides; :meth:`plan` counts the same way without training). When runs fail, the others still
+        finish and :class:`~mltfrkit.executors.GridFailed` names each failed run and its log (running
+        the grid again retries only those)."""
+        needs = self.needs(specs)
+        specs = needs.specs
         executor = self.executor if executor is None else make_executor(executor)
         results: list[dict | None] = [None] * len(specs)
-        waiting: list[int] = []
-        for index, spec in enumerate(specs):
-            results[index] = self.get(spec) or self._without_consensus_from_full_run(spec)
-            if results[index] is None:
-                waiting.append(index)
-        run_dirs = {index: self.run_dir(specs[index]) for index in waiting}
-        waiting_dirs = set(run_dirs.values())
-        job_specs = {run_dirs[index]: specs[index] for index in waiting}
-        for index in waiting:  # a spec whose per-epoch-test twin is trained too is answered by it (see get)
-            twin = self._tracked(specs[index])
-            if twin is not None and self.run_dir(twin) in waiting_dirs:
-                run_dirs[index] = self.run_dir(twin)
-        to_train: dict[Path, list[int]] = {}  # run dir -> the grid positions asking for it
-        for index in waiting:
-            to_train.setdefault(run_dirs[index], []).append(index)
-        derived_later: dict[Path, list[int]] = {}  # full run's dir -> w/o SC specs recorded from it
-        for index in waiting:
-            full = self._full_run_of(specs[index])
-            if full is not None and self.run_dir(full) in to_train:
-                derived_later.setdefault(self.run_dir(full), []).append(index)
-                to_train.pop(run_dirs[index], None)
+        for index, result in needs.stored.items():
+            results[index] = result
+        recorded: dict[Path, dict] = {}  # identical w/o SC specs are recorded once
+        for index, full in needs.from_stored_full.items():
+            run_dir = self.run_dir(specs[index])
+            if run_dir not in recorded:
+                recorded[run_dir] = self._record_without_consensus(specs[index], full)
+            results[index] = recorded[run_dir]
+        run_dirs, job_specs = needs.run_dirs, needs.job_specs
+        to_train, derived_later = needs.to_train, needs.derived_later
         if self.log and specs:
             later = sum(len(v) for v in derived_later.values())
-            self.log(f"{desc}: {len(specs)} runs, {len(specs) - len(waiting)} stored, {len(to_train)} to train"
+            self.log(f"{desc}: {len(specs)} runs, {len(specs) - len(run_dirs)} stored, {len(to_train)} to train"
                      f"{f' ({later} w/o SC recorded from their full runs)' if later else ''} with {executor!r} in "
                      f"{self.root}")
         failures: list[RunFailure] = []
@@ -324,6 +392,17 @@ class ResultStore:
                 self.log(str(error))
             raise error
         return results
+
+    def plan(self, specs: Iterable[RunSpec], workers: int | None = None):
+        """What training ``specs`` would take here, training nothing and writing nothing: a
+        :class:`mltfrkit.plan.GridPlan` with one row per run to train (counted by :meth:`needs`, exactly
+        as :meth:`ensure_many` would train them), each with an estimate from this store's measured run
+        times, and the totals, including the wall time with ``workers`` workers (None: as many as this
+        store's executor runs at once). The stored times were measured under whatever concurrency those
+        runs had (ours: two one-thread runs side by side on 2 cores), so the estimate holds for that setup."""
+        from mltfrkit.plan import plan_grid
+
+        return plan_grid(self, specs, workers)
 
     def _full_run_of(self, spec: RunSpec) -> RunSpec | None:
         """The full MLTFR run a w/o SC spec can be recorded from, or None if it is not such a spec."""

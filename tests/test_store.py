@@ -42,17 +42,22 @@ def link_cached_inputs(names=(), datasets=()):
             pytest.skip(f"token table {name} unavailable: {exc}")
 
 
-@pytest.fixture
-def tiny_file(tmp_path):
-    """A sequence file (user item item ...) with a learnable cyclic pattern."""
+def write_tiny_file(directory: Path) -> Path:
+    """``directory/tiny.txt``: a sequence file (user item item ...) with a learnable cyclic pattern."""
     rng = np.random.default_rng(0)
     lines = []
     for user in range(40):
         start, length = int(rng.integers(1, 25)), int(rng.integers(4, 10))
         lines.append(" ".join([f"u{user}"] + [f"i{(start + step) % 25 + 1}" for step in range(length)]))
-    path = tmp_path / "tiny.txt"
+    path = Path(directory) / "tiny.txt"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    """A sequence file (user item item ...) with a learnable cyclic pattern."""
+    return write_tiny_file(tmp_path)
 
 
 def spec(path, **train):

@@ -1,0 +1,297 @@
+"""What a grid still needs, and how long it will take here, before anything is trained.
+
+:meth:`mltfrkit.store.ResultStore.plan` (``Experiment.plan``, ``mltfrkit sweep NAME ... --plan``) counts
+the runs of a grid exactly as :meth:`~mltfrkit.store.ResultStore.ensure_many` would train them (both
+read :meth:`~mltfrkit.store.ResultStore.needs`): stored runs, w/o SC runs recorded from their full run's
+round 1, and the run directories left to train, some of which resume from a checkpoint.
+
+Each run to train gets an estimate: the median measured ``seconds`` of the stored runs in the same store
+that are most like it, found by falling back through :data:`ESTIMATE_LEVELS` from specific to general.
+A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
+nothing is invented for it, and the totals say how many such runs they leave out.
+
+The wall time with N workers simulates the process and Ray executors: they start runs in
+:func:`mltfrkit.executors.longest_first` order (its rough cost, not our estimates: the executor does
+not know them) and each worker takes the next run when it frees (list scheduling, which for runs sorted
+by duration is the longest-processing-time rule).
+
+Caution: a stored ``seconds`` is the wall time that run took under whatever else ran beside it. Ours were
+measured as two one-thread runs side by side on 2 cores, so the estimate holds for that setup; with more
+runs per core (or more threads per run) every run is slower, with fewer it may be faster. A resumed run
+is estimated at its whole length, so its estimate is an upper bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from mltfrkit.runs import RunSpec
+    from mltfrkit.store import ResultStore
+
+# What a run's training time depends on, from the most specific match to the most general. `rounds` is in
+# every level: a full MLTFR run with a consensus expert or a two-round schedule trains twice, a w/o SC run, an
+# MLTFR run without two experts of one width or a single schedule once, so mixing them would put a factor of
+# about two into the median. `test_every_epoch` adds a test evaluation per epoch; `max_vocab`, `n_experts` and
+# `trainable_tables` set the cost of the MLTFR plug-in; `epochs` (the cap) and `patience` how long early
+# stopping lets a run go on.
+ESTIMATE_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("same kind", ("dataset", "backbone", "plugin", "schedule", "rounds", "n_experts", "max_vocab",
+                   "trainable_tables", "test_every_epoch", "epochs", "patience")),
+    ("dataset, backbone, plug-in, schedule", ("dataset", "backbone", "plugin", "schedule", "rounds")),
+    ("dataset, backbone, plug-in", ("dataset", "backbone", "plugin", "rounds")),
+    ("dataset, plug-in", ("dataset", "plugin", "rounds")),
+)
+NO_ESTIMATE = "no stored run to estimate from"
+CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
+TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
+                  "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
+                  "for the same setup, not for more runs or threads per core.")
+
+
+def cost_fields(config: dict) -> dict:
+    """The fields of a run's configuration (a stored result's ``config``, or ``RunSpec.to_dict``) that
+    :data:`ESTIMATE_LEVELS` match on."""
+    options = config.get("plugin_options") or {}
+    plugin = config.get("plugin", "none")
+    schedule = config.get("schedule", "single")
+    mltfr = plugin == "mltfr"
+    train = config.get("train") or {}
+    # MLTFR trains a second round only with a consensus expert, which needs two experts of one width
+    # (MLTFRPlugin.consensus_group); the widths are in the key's token table references.
+    widths = [table.get("d") for table in config.get("token_tables") or []]
+    shared_width = len(widths) != len(set(widths)) if widths else True
+    two_rounds = (mltfr and options.get("consensus", True) and shared_width) or schedule != "single"
+    return {"dataset": config["dataset"], "backbone": config["backbone"], "plugin": plugin, "schedule": schedule,
+            "rounds": 2 if two_rounds else 1,
+            "n_experts": options.get("n_experts") if mltfr else None,
+            "max_vocab": options.get("max_vocab") if mltfr else None,
+            "trainable_tables": options.get("trainable_tables") if mltfr else None,
+            "test_every_epoch": bool(train.get("test_every_epoch", False)),
+            "epochs": train.get("epochs"), "patience": train.get("patience")}
+
+
+@dataclass
+class TimedRun:
+    """A stored run with a measured training time: what estimates are made from."""
+
+    run_dir: str
+    seconds: float
+    fields: dict
+
+
+def timed_runs(store: "ResultStore") -> list[TimedRun]:
+    """Every stored run of ``store`` with a positive measured ``seconds``. A w/o SC run recorded from a
+    full run carries that run's round 1 time: what training it alone takes (the same computation)."""
+    from mltfrkit.store import read_result
+
+    runs = []
+    for path in store.result_files():
+        result = read_result(path)  # an invalid file is skipped, with a warning naming it
+        seconds = None if result is None else result.get("seconds")
+        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+            runs.append(TimedRun(str(path.parent), float(seconds), cost_fields(result["config"])))
+    return runs
+
+
+class Estimator:
+    """Median stored time of the most similar stored runs (:data:`ESTIMATE_LEVELS`)."""
+
+    def __init__(self, runs: Iterable[TimedRun]):
+        self.index: list[dict[tuple, list[TimedRun]]] = [{} for _ in ESTIMATE_LEVELS]
+        for run in runs:
+            for level, (_, keys) in enumerate(ESTIMATE_LEVELS):
+                self.index[level].setdefault(tuple(run.fields[k] for k in keys), []).append(run)
+
+    def estimate(self, fields: dict) -> tuple[float, str, list[TimedRun]]:
+        """(seconds, which level matched, the stored runs used); (NaN, :data:`NO_ESTIMATE`, []) when none."""
+        for level, (label, keys) in enumerate(ESTIMATE_LEVELS):
+            matched = self.index[level].get(tuple(fields[k] for k in keys))
+            if matched:
+                return float(pd.Series([run.seconds for run in matched]).median()), label, matched
+        return math.nan, NO_ESTIMATE, []
+
+
+def simulated_wall(durations: Sequence[float], workers: int, order: Sequence[int] | None = None) -> float:
+    """The makespan of running ``durations`` on ``workers`` workers that each take the next run, in
+    ``order`` (positions into ``durations``; default: longest first, the LPT rule), as soon as they free.
+    This is how the process pool and Ray executors hand out runs, and it is not ``sum / workers``: one long
+    run, or a poor split, keeps a worker busy after the others are idle. E.g. [5, 4, 3, 3, 3] on 2 workers
+    takes 10 in LPT order (5+3 on one, 4+3+3 on the other), though a perfect split (5+4, 3+3+3) takes 9."""
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if order is None:
+        order = sorted(range(len(durations)), key=lambda index: -durations[index])
+    free_at = [0.0] * min(workers, max(1, len(order)))
+    for index in order:
+        heapq.heappush(free_at, heapq.heappop(free_at) + float(durations[index]))
+    return max(free_at)
+
+
+@dataclass
+class GridPlan:
+    """What a grid needs (:meth:`mltfrkit.store.ResultStore.plan`); counts are grid entries (positions in
+    the specs) except ``to_train`` / ``resumable``, which are run directories.
+
+    ``runs``: one row per run directory to train: ``run_dir``, ``dataset``, ``backbone``, ``plugin``,
+    ``schedule``, ``seed``, the :func:`cost_fields`, ``options`` (the settings that tell it from the other
+    runs to train), ``entries`` (grid entries it answers), ``wo_sc_after`` (w/o SC entries recorded from it
+    afterwards), ``resumes`` (a checkpoint exists), ``estimate_s`` (NaN: none), ``estimate_from`` (the
+    :data:`ESTIMATE_LEVELS` label that matched, or :data:`NO_ESTIMATE`), ``estimate_runs`` (stored runs in
+    the median)."""
+
+    runs: pd.DataFrame
+    grid: int  # grid entries
+    stored: int  # answered by a stored run
+    recorded_from_stored: int  # w/o SC recorded from a stored full run's round 1 (nothing trained)
+    recorded_after: int  # w/o SC recorded from a full run this grid trains
+    workers: int
+    serial_seconds: float  # the sum of the estimates (runs with none left out)
+    wall_seconds: float  # simulated with `workers` workers in the executor's order (runs with none left out)
+    estimate_sources: int  # distinct stored runs the estimates were made from
+    root: str = ""
+
+    @property
+    def to_train(self) -> int:
+        return len(self.runs)
+
+    @property
+    def resumable(self) -> int:
+        return int(self.runs["resumes"].sum()) if len(self.runs) else 0
+
+    @property
+    def unestimated(self) -> int:
+        return int(self.runs["estimate_s"].isna().sum()) if len(self.runs) else 0
+
+    @property
+    def recorded(self) -> int:
+        return self.recorded_from_stored + self.recorded_after
+
+    def summary(self) -> pd.DataFrame:
+        """The runs to train grouped by (backbone, plugin, schedule): how many, how many resume, how many have
+        no estimate, and their estimated hours (serial, the sum over the group's estimated runs)."""
+        columns = ["backbone", "plugin", "schedule", "runs", "resume", "no estimate", "estimated h", "estimated from"]
+        if not len(self.runs):
+            return pd.DataFrame(columns=columns)
+        grouped = self.runs.groupby(["backbone", "plugin", "schedule"], sort=True)
+        out = grouped.agg(runs=("run_dir", "size"), resume=("resumes", "sum"),
+                          **{"no estimate": ("estimate_s", lambda s: int(s.isna().sum())),
+                             "estimated h": ("estimate_s", lambda s: s.sum(min_count=1) / 3600),
+                             "estimated from": ("estimate_from", lambda s: "; ".join(
+                                 f"{label} ({count})" for label, count in s.value_counts().items()))})
+        return out.reset_index()[columns]
+
+    def totals_line(self, label: str) -> str:
+        """One line, e.g. ``claims on Pantry: 248 runs, 36 stored, 212 to train (5 resume); estimated 41.3 h
+        serial, 20.9 h wall with 2 workers (from 36 stored runs' measured times; 3 runs have no estimate)``."""
+        parts = [f"{self.grid} runs", f"{self.stored} stored"]
+        if self.recorded:
+            parts.append(f"{self.recorded} w/o SC recorded from full runs")
+        entries = int(self.runs["entries"].sum()) if len(self.runs) else 0
+        train = f"{self.to_train} to train"
+        if entries != self.to_train:
+            train += f" for {entries} grid entries"
+        parts.append(f"{train} ({self.resumable} resume)")
+        text = f"{label}: {', '.join(parts)}"
+        if not self.to_train:
+            return text + "; nothing to train"
+        missing = f"; {self.unestimated} run{'s have' if self.unestimated != 1 else ' has'} no estimate" \
+            if self.unestimated else ""
+        if self.unestimated == self.to_train:
+            return text + f"; no estimate: {NO_ESTIMATE} in {self.root or 'this store'}"
+        sources = (f"{self.estimate_sources} stored run's measured time" if self.estimate_sources == 1
+                   else f"{self.estimate_sources} stored runs' measured times")
+        return (text + f"; estimated {self.serial_seconds / 3600:.1f} h serial, {self.wall_seconds / 3600:.1f} h wall "
+                f"with {self.workers} worker{'s' if self.workers != 1 else ''} (from {sources}{missing})")
+
+    def report(self, label: str) -> str:
+        """The per-kind summary, the totals line and the timing caution, as ``mltfrkit sweep --plan`` prints."""
+        lines = []
+        summary = self.summary()
+        if len(summary):
+            lines.append(summary.to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+        lines.append(self.totals_line(label))
+        if self.to_train:
+            if self.unestimated:
+                lines.append(f"The serial and wall hours leave out the {self.unestimated} run(s) without an "
+                             f"estimate: the grid takes longer than that.")
+            if self.resumable:
+                lines.append("A resumed run is estimated at its whole length (an upper bound).")
+            lines.append(TIMING_CAUTION)
+        return "\n".join(lines)
+
+
+def _distinguishing(specs: list["RunSpec"]) -> list[str]:
+    """For each run, the settings whose values differ among the runs of its kind (backbone, plug-in,
+    schedule) in the list, as ``key=value`` text: what tells it from its neighbours in the summary (the
+    number of experts of an expert sweep, the token source of an LLM-TE run), and nothing they share."""
+    settings = [_settings(spec) for spec in specs]
+    kinds: dict[tuple, list[int]] = {}
+    for index, spec in enumerate(specs):
+        kinds.setdefault((spec.backbone.lower(), spec.plugin, spec.schedule), []).append(index)
+    out = [""] * len(specs)
+    for members in kinds.values():
+        keys = sorted({key for index in members for key in settings[index]} - {"train.seed"})  # seed: a column
+        varying = [key for key in keys if len({repr(settings[index].get(key)) for index in members}) > 1]
+        for index in members:
+            out[index] = " ".join(f"{key}={_text(settings[index].get(key))}" for key in varying)
+    return out
+
+
+def _settings(spec: "RunSpec") -> dict:
+    """A run's plug-in options (MLTFR's resolved) and training options, flat, for :func:`_distinguishing`."""
+    options = spec.mltfr_config().to_dict() if spec.plugin == "mltfr" else dict(spec.plugin_options)
+    train = spec.train.to_dict()
+    return {**options, **{f"train.{k}": v for k, v in train.items()},
+            "schedule": spec.schedule, **({"model": spec.model} if spec.model else {})}
+
+
+def _text(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | None = None) -> GridPlan:
+    """:meth:`mltfrkit.store.ResultStore.plan`: reads the store, trains and writes nothing."""
+    from mltfrkit.executors import RunJob, concurrent_runs, longest_first
+
+    workers = concurrent_runs(store.executor) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    needs = store.needs(specs)
+    estimator = Estimator(timed_runs(store))
+    train_specs = [needs.job_specs[run_dir] for run_dir in needs.to_train]
+    distinguishing = _distinguishing(train_specs)
+    rows, used = [], set()
+    for (run_dir, positions), spec, options in zip(needs.to_train.items(), train_specs, distinguishing):
+        split = store.split(spec.dataset)
+        fields = cost_fields(spec.to_dict(split.source_sha256))
+        seconds, level, matched = estimator.estimate(fields)
+        used.update(run.run_dir for run in matched)
+        rows.append({"run_dir": Path(run_dir).name, **fields, "seed": spec.train.seed,
+                     "options": options,
+                     "entries": len(positions), "wo_sc_after": len(needs.derived_later.get(run_dir, [])),
+                     "resumes": any((Path(run_dir) / name).exists() for name in CHECKPOINTS),
+                     "estimate_s": seconds, "estimate_from": level, "estimate_runs": len(matched)})
+    columns = ["run_dir", "dataset", "backbone", "plugin", "schedule", "rounds", "n_experts", "max_vocab",
+               "trainable_tables", "test_every_epoch", "epochs", "patience", "seed", "options", "entries",
+               "wo_sc_after", "resumes", "estimate_s", "estimate_from", "estimate_runs"]
+    runs = pd.DataFrame(rows, columns=columns)
+    jobs = [RunJob(spec, str(store.root), None, str(run_dir)) for run_dir, spec in zip(needs.to_train, train_specs)]
+    known = [index for index in longest_first(jobs) if not math.isnan(rows[index]["estimate_s"])]
+    durations = [row["estimate_s"] for row in rows]
+    serial = float(sum(durations[index] for index in known))
+    wall = simulated_wall(durations, workers, order=known) if known else 0.0
+    return GridPlan(runs=runs, grid=len(needs.specs), stored=len(needs.stored),
+                    recorded_from_stored=len(needs.from_stored_full),
+                    recorded_after=sum(len(v) for v in needs.derived_later.values()), workers=workers,
+                    serial_seconds=serial, wall_seconds=wall, estimate_sources=len(used), root=str(store.root))
+
+
+__all__ = ["ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "TIMING_CAUTION", "cost_fields", "plan_grid",
+           "simulated_wall", "timed_runs"]

@@ -1,0 +1,251 @@
+"""`ResultStore.plan` / `Experiment.plan` / `mltfrkit sweep --plan`: what a grid still needs and how long it takes.
+
+Real tiny runs are trained into temporary stores; the plan is then checked against what `ensure_many` actually
+trains, and its estimates against the stored runs' measured seconds."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from mltfrkit import store as store_module
+from mltfrkit.cli import main
+from mltfrkit.executors import concurrent_runs, make_executor
+from mltfrkit.plan import ESTIMATE_LEVELS, NO_ESTIMATE, TIMING_CAUTION, cost_fields, simulated_wall
+from mltfrkit.store import ResultStore
+from test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
+
+
+def quiet_store(root) -> ResultStore:
+    return ResultStore(root, progress=False, log=None)
+
+
+def files_under(root: Path) -> set[str]:
+    return {str(path.relative_to(root)) for path in root.rglob("*")} if root.exists() else set()
+
+
+def stored_seconds(store: ResultStore) -> dict[str, float]:
+    return {str(path.parent): json.loads(path.read_text())["seconds"] for path in store.result_files()}
+
+
+@pytest.fixture(scope="module")
+def three_runs(tmp_path_factory):
+    """A store holding three real tiny SASRec runs (seeds 0, 1, 2) and the data file they were trained on."""
+    base = tmp_path_factory.mktemp("plan")
+    path = write_tiny_file(base)
+    store = quiet_store(base / "runs")
+    store.ensure_many([spec(path, seed=seed) for seed in (0, 1, 2)])
+    return path, base / "runs"
+
+
+@pytest.fixture
+def store_copy(three_runs, tmp_path):
+    """A copy of the three-run store that a test may train into."""
+    path, root = three_runs
+    shutil.copytree(root, tmp_path / "runs")
+    return path, quiet_store(tmp_path / "runs")
+
+
+def counting_training(monkeypatch) -> list[str]:
+    """Record the run directory of every real training the store starts."""
+    trained = []
+    real = store_module.run_training
+
+    def counted(spec, *args, **kwargs):
+        trained.append(str(store_module.run_dir_for(spec, kwargs["split"], kwargs["root"])))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "run_training", counted)
+    return trained
+
+
+def test_the_plan_counts_what_ensure_many_then_trains(store_copy, monkeypatch):
+    """Stored runs, identical specs, a plain spec with its per-epoch-test twin and an interrupted run: the plan's
+    runs to train are exactly the runs ensure_many trains afterwards, and planning writes nothing."""
+    path, store = store_copy
+    interrupted = spec(path, seed=5, epochs=3)
+
+    def stop_in_second_epoch(message):
+        if message.startswith("epoch   2"):
+            raise KeyboardInterrupt
+
+    store.log = stop_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(interrupted)
+    store.log = None
+    plain = spec(path, seed=4)
+    tracked = replace(plain, train=replace(plain.train, test_every_epoch=True))
+    grid = [spec(path, seed=0), spec(path, seed=1), spec(path, seed=3), spec(path, seed=3), plain, tracked, interrupted]
+
+    before = files_under(store.root)
+    plan = store.plan(grid, workers=2)
+    assert files_under(store.root) == before  # read only: no directory, no recorded result
+
+    assert (plan.grid, plan.stored, plan.recorded, plan.to_train, plan.resumable) == (7, 2, 0, 3, 1)
+    rows = plan.runs.set_index("run_dir")
+    assert rows.loc[store.run_dir(spec(path, seed=3)).name, "entries"] == 2  # identical specs: one run
+    assert rows.loc[store.run_dir(tracked).name, "entries"] == 2  # the tracked twin answers for the plain spec
+    assert store.run_dir(plain).name not in rows.index
+    assert bool(rows.loc[store.run_dir(interrupted).name, "resumes"])
+    assert "train.epochs=3" in rows.loc[store.run_dir(interrupted).name, "options"]  # what tells it apart
+    assert plan.runs["resumes"].sum() == 1
+
+    trained = counting_training(monkeypatch)
+    results = store.ensure_many(grid)
+    assert sorted(Path(d).name for d in trained) == sorted(plan.runs["run_dir"])
+    assert all(result is not None for result in results)
+    after = store.plan(grid, workers=2)
+    assert (after.stored, after.to_train) == (7, 0)
+    assert "nothing to train" in after.totals_line("grid")
+
+
+def test_a_without_consensus_run_whose_full_run_is_in_the_grid_is_not_trained(tiny_file, tmp_path, monkeypatch):
+    """w/o SC is recorded from its full run's round 1, also when the full run is the per-epoch-test twin of the
+    grid's: the plan counts one run to train and ensure_many trains that one only, answering every entry."""
+    link_cached_inputs(SOURCES)
+    full, ablated = full_and_ablated(tiny_file, epochs=1)
+    store = quiet_store(tmp_path / "runs")
+    simple = store.plan([ablated, full])
+    assert (simple.to_train, simple.recorded_after, simple.recorded_from_stored) == (1, 1, 0)
+    assert simple.runs["run_dir"].tolist() == [store.run_dir(full).name]
+    assert simple.runs["wo_sc_after"].tolist() == [1]
+
+    def tracked(run):
+        return replace(run, train=replace(run.train, test_every_epoch=True))
+
+    grid = [ablated, tracked(ablated), full, tracked(full)]
+    plan = store.plan(grid)
+    assert (plan.to_train, plan.recorded_after) == (1, 2)
+    assert plan.runs["run_dir"].tolist() == [store.run_dir(tracked(full)).name]
+    assert "2 w/o SC recorded from full runs, 1 to train for 2 grid entries" in plan.totals_line("grid")
+
+    trained = counting_training(monkeypatch)
+    results = store.ensure_many(grid)
+    assert [Path(d).name for d in trained] == plan.runs["run_dir"].tolist()
+    assert all(result is not None for result in results)
+    assert results[0]["derived_from"] == results[1]["derived_from"] == str(store.run_dir(tracked(full)))
+    # the ablations' recorded results removed, the stored full run answers for them: recorded, not trained
+    for run in (ablated, tracked(ablated)):
+        (store.run_dir(run) / "result.json").unlink()
+    before = files_under(store.root)
+    again = quiet_store(tmp_path / "runs").plan([ablated])
+    assert (again.stored, again.recorded_from_stored, again.to_train) == (0, 1, 0)
+    assert files_under(store.root) == before  # the plan does not record it
+
+
+def test_the_estimate_is_the_median_of_the_most_similar_stored_runs(three_runs):
+    path, root = three_runs
+    store = quiet_store(root)
+    seconds = stored_seconds(store)
+    assert len(seconds) == 3 and all(s > 0 for s in seconds.values())
+    median = statistics.median(seconds.values())
+    new_seed = spec(path, seed=7)
+    tracked = spec(path, seed=9, test_every_epoch=True)  # another seed: with seed 7 it would answer for new_seed
+    other_backbone = replace(new_seed, backbone="bert4rec")
+    plan = store.plan([new_seed, tracked, other_backbone])
+    rows = plan.runs.set_index("run_dir")
+    levels = [label for label, _ in ESTIMATE_LEVELS]
+    for run, level in ((new_seed, levels[0]), (tracked, levels[1]), (other_backbone, levels[3])):
+        row = rows.loc[store.run_dir(run).name]
+        assert row["estimate_s"] == pytest.approx(median)
+        assert (row["estimate_from"], row["estimate_runs"]) == (level, 3)
+    assert plan.serial_seconds == pytest.approx(3 * median)
+    assert plan.estimate_sources == 3
+
+
+def test_no_stored_run_like_it_gives_no_estimate(three_runs, tmp_path):
+    """A two-round schedule trains twice: no single-round run may stand in for it, and nothing is invented."""
+    path, root = three_runs
+    store = quiet_store(root)
+    two_round = replace(spec(path, seed=0), schedule="two_round")
+    known = spec(path, seed=8)
+    plan = store.plan([two_round, known], workers=2)
+    rows = plan.runs.set_index("run_dir")
+    missing = rows.loc[store.run_dir(two_round).name]
+    assert math.isnan(missing["estimate_s"]) and missing["estimate_from"] == NO_ESTIMATE
+    assert missing["estimate_runs"] == 0
+    assert plan.unestimated == 1
+    assert plan.serial_seconds == pytest.approx(rows.loc[store.run_dir(known).name, "estimate_s"])
+    assert "1 run has no estimate" in plan.totals_line("grid")
+    empty = quiet_store(tmp_path / "empty").plan([known])
+    assert math.isnan(empty.runs["estimate_s"].iloc[0]) and empty.serial_seconds == 0
+    assert f"no estimate: {NO_ESTIMATE}" in empty.totals_line("grid")
+
+
+def test_rounds_follow_what_training_does():
+    """Runs that train twice are never estimated from runs that train once: MLTFR trains a second round only
+    with a consensus expert (two experts of one width), a w/o SC run once, a two-round schedule twice."""
+    def config(plugin="mltfr", widths=(384, 384), schedule="single", **options):
+        return {"dataset": "d", "backbone": "sasrec", "plugin": plugin, "schedule": schedule, "train": {},
+                "plugin_options": {"consensus": True, **options},
+                "token_tables": [{"name": f"t{i}", "d": d} for i, d in enumerate(widths)]}
+
+    assert cost_fields(config())["rounds"] == 2
+    assert cost_fields(config(widths=(384, 768)))["rounds"] == 1  # no consensus expert: one round
+    assert cost_fields(config(widths=(384,)))["rounds"] == 1
+    assert cost_fields(config(consensus=False))["rounds"] == 1
+    assert cost_fields(config(plugin="none", widths=(), schedule="two_round"))["rounds"] == 2
+    assert cost_fields(config(plugin="none", widths=()))["rounds"] == 1
+
+
+def test_wall_time_simulates_workers_taking_the_next_run():
+    # LPT hands 5, 4, 3, 3, 3 to two workers as 5+3 and 4+3+3: the last run ends at 10, not at 18 / 2 = 9
+    assert simulated_wall([5, 4, 3, 3, 3], 2) == 10
+    assert simulated_wall([10, 1, 1], 2) == 10  # one long run bounds the grid
+    assert simulated_wall([3, 3, 2, 2, 2], 2) == 7  # LPT's textbook case (a perfect split takes 6)
+    assert simulated_wall([5, 4, 3, 3, 3], 1) == 18
+    assert simulated_wall([5, 4], 8) == 5
+    assert simulated_wall([1, 2, 3], 2, order=[0, 1, 2]) == 4  # the given order, not sorted: 1+3 and 2
+    with pytest.raises(ValueError):
+        simulated_wall([1], 0)
+
+
+def test_the_plan_wall_time_follows_the_executors_order(three_runs):
+    path, root = three_runs
+    store = quiet_store(root)
+    grid = [spec(path, seed=seed) for seed in (10, 11, 12)]
+    one, two = store.plan(grid, workers=1), store.plan(grid, workers=2)
+    estimates = two.runs["estimate_s"].tolist()
+    assert one.wall_seconds == pytest.approx(sum(estimates)) == pytest.approx(one.serial_seconds)
+    assert two.wall_seconds == pytest.approx(simulated_wall(estimates, 2))
+    assert two.wall_seconds == pytest.approx(2 * estimates[0])  # three equal runs on two workers
+    default = store.plan(grid)
+    assert default.workers == concurrent_runs(store.executor) == 1  # the store's local executor
+
+
+def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, capsys, monkeypatch):
+    from mltfrkit.experiments import Experiment
+
+    link_cached_inputs(SOURCES[:1])
+    exp = Experiment(str(tiny_file), runs_dir=str(tmp_path / "runs"), epochs=1, seeds=[0], progress=False)
+    exp.store.log = None
+    exp.store.ensure(exp.spec("sasrec", seed=0))  # the W/O run of seed 0 is stored
+    root = exp.store.root
+    before = files_under(root)
+    trained = counting_training(monkeypatch)
+    argv = ["sweep", "te_vs_re", "--dataset", str(tiny_file), "--runs-dir", str(tmp_path / "runs"), "--epochs", "1",
+            "--seeds", "0", "1", "--sources", SOURCES[0], "--no-progress", "--plan"]
+    assert main(argv + ["--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert not trained and files_under(root) == before
+    line = next(text for text in out.splitlines() if text.startswith("te_vs_re on tiny:"))
+    assert re.fullmatch(r"te_vs_re on tiny: 6 runs, 1 stored, 5 to train \(0 resume\); estimated \d+\.\d h serial, "
+                        r"\d+\.\d h wall with 2 workers \(from 1 stored run's measured time; 4 runs have no estimate\)",
+                        line), line
+    assert TIMING_CAUTION in out
+    assert re.search(r"sasrec\s+none\s+single\s+1\s+0\s+0", out)  # the summary's W/O row: 1 run, estimated
+    assert re.search(r"sasrec\s+te\s+single\s+2\s+0\s+2", out)  # LLM-TE: 2 runs, none estimated
+
+    plan = exp.plan("te_vs_re", sources=[SOURCES[0]], workers=2)
+    assert (plan.grid, plan.stored, plan.to_train) == (3, 1, 2)  # this Experiment has one seed
+    assert main(argv) == 0  # default workers: what the sweep's executor (auto) would run at once
+    workers = concurrent_runs(make_executor("auto"))
+    assert f"with {workers} worker{'s' if workers != 1 else ''} " in capsys.readouterr().out
+    assert not trained and files_under(root) == before
