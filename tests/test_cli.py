@@ -219,3 +219,17 @@ def test_interrupt_says_how_to_resume(capsys, monkeypatch):
     assert main(["data", "list"]) == 130
     err = capsys.readouterr().err
     assert "interrupted; re-run the same command to resume" in err and "Traceback" not in err
+
+
+def test_python_dash_m_runs_the_same_command_line():
+    """``python -m mltfrkit`` is the console script: same parser, same one-line errors and exit codes."""
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "mltfrkit", "data", "list"], capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    assert "ml-100k" in listed.stdout
+    refused = subprocess.run([sys.executable, "-m", "mltfrkit", "train", "--backbone", "nosuchnet"],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "nosuchnet" in refused.stderr
