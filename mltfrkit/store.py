@@ -315,7 +315,9 @@ class ResultStore:
         # run is trained as (the full spec itself, or its per-epoch-test twin, which answers for it as in get).
         answered_by = {self.run_dir(specs[index]): run_dirs[index] for index in waiting}
         for index in waiting:
-            full = self._full_run_of(specs[index])
+            # The full run of the spec this position's run trains (its per-epoch-test twin when redirected above):
+            # a plain ablation answered by a tracked one needs the tracked full run, which a plain one cannot give.
+            full = self._full_run_of(needs.job_specs[run_dirs[index]])
             if full is None:
                 continue
             candidates = [full] + [twin for twin in [self._tracked(full)] if twin is not None]

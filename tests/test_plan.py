@@ -120,13 +120,23 @@ def test_a_without_consensus_run_whose_full_run_is_in_the_grid_is_not_trained(ti
     def tracked(run):
         return replace(run, train=replace(run.train, test_every_epoch=True))
 
+    # A plain ablation answered by its tracked twin needs the tracked full run: with only the plain full run in
+    # the grid, the tracked ablation is trained (not silently left to a second pass the plan did not count).
+    mixed = [full, ablated, tracked(ablated)]
+    mixed_plan = quiet_store(tmp_path / "mixed").plan(mixed)
+    assert sorted(mixed_plan.runs["run_dir"]) == sorted([store.run_dir(full).name, store.run_dir(tracked(ablated)).name])
+    trained = counting_training(monkeypatch)
+    mixed_results = quiet_store(tmp_path / "mixed").ensure_many(mixed)
+    assert sorted(Path(d).name for d in trained) == sorted(mixed_plan.runs["run_dir"])
+    assert all(result is not None for result in mixed_results)
+    trained.clear()
+
     grid = [ablated, tracked(ablated), full, tracked(full)]
     plan = store.plan(grid)
     assert (plan.to_train, plan.recorded_after) == (1, 2)
     assert plan.runs["run_dir"].tolist() == [store.run_dir(tracked(full)).name]
     assert "2 w/o SC recorded from full runs, 1 to train for 2 grid entries" in plan.totals_line("grid")
 
-    trained = counting_training(monkeypatch)
     results = store.ensure_many(grid)
     assert [Path(d).name for d in trained] == plan.runs["run_dir"].tolist()
     assert all(result is not None for result in results)
