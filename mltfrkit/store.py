@@ -286,8 +286,8 @@ class ResultStore:
         identical specs are one run; a spec whose per-epoch-test twin is trained too is answered by
         that twin; a w/o SC spec whose full run is trained in the same grid is recorded from it
         afterwards, not trained. (If that full run then turns out to have no round 1, which happens
-        only when no two experts share a width, ensure_many trains the ablation in a second pass:
-        nothing can know that before the full run exists.)"""
+        only when no two experts share a width, ensure_many trains the ablation in a second pass,
+        which the plan does not count: a known gap, since the widths are in the run key's token tables.)"""
         specs = list(specs)
         needs = GridNeeds(specs)
         waiting: list[int] = []
