@@ -166,6 +166,12 @@ class GridPlan:
         return int(self.runs["resumes"].sum()) if len(self.runs) else 0
 
     @property
+    def may_be_answered(self) -> int:
+        """Runs trained last, and only if the grid's plain-patience run of the same spec does not stop alike
+        (:attr:`mltfrkit.store.GridNeeds.deferred`): counted in every total, so the totals are an upper bound."""
+        return int(self.runs["may_be_answered"].sum()) if len(self.runs) else 0
+
+    @property
     def unestimated(self) -> int:
         return int(self.runs["estimate_s"].isna().sum()) if len(self.runs) else 0
 
@@ -197,7 +203,9 @@ class GridPlan:
         train = f"{self.to_train} to train"
         if entries != self.to_train:
             train += f" for {entries} grid entries"
-        parts.append(f"{train} ({self.resumable} resume)")
+        maybe = self.may_be_answered
+        parts.append(f"{train} ({self.resumable} resume"
+                     f"{f', {maybe} may be answered by a plain-patience run of this grid, counted' if maybe else ''})")
         text = f"{label}: {', '.join(parts)}"
         if not self.to_train:
             return text + "; nothing to train"
@@ -277,10 +285,11 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
                      "options": options,
                      "entries": len(positions), "wo_sc_after": len(needs.derived_later.get(run_dir, [])),
                      "resumes": any((Path(run_dir) / name).exists() for name in CHECKPOINTS),
+                     "may_be_answered": run_dir in needs.deferred,
                      "estimate_s": seconds, "estimate_from": level, "estimate_runs": len(matched)})
     columns = ["run_dir", "dataset", "backbone", "plugin", "schedule", "rounds", "n_experts", "max_vocab",
                "trainable_tables", "test_every_epoch", "epochs", "patience", "seed", "options", "entries",
-               "wo_sc_after", "resumes", "estimate_s", "estimate_from", "estimate_runs"]
+               "wo_sc_after", "resumes", "may_be_answered", "estimate_s", "estimate_from", "estimate_runs"]
     runs = pd.DataFrame(rows, columns=columns)
     jobs = [RunJob(spec, str(store.root), None, str(run_dir)) for run_dir, spec in zip(needs.to_train, train_specs)]
     known = [index for index in longest_first(jobs) if not math.isnan(rows[index]["estimate_s"])]

@@ -133,6 +133,9 @@ class GridNeeds:
     job_specs: dict[Path, RunSpec] = field(default_factory=dict)  # run dir -> the spec trained there
     to_train: dict[Path, list[int]] = field(default_factory=dict)  # run dir to train -> positions it answers
     derived_later: dict[Path, list[int]] = field(default_factory=dict)  # full run to train -> its w/o SC positions
+    # runs to train (keys of to_train) that a plain-patience run trained in the same grid may answer (get replays
+    # the stopping rule on it): ensure_many trains them after it, and only if it does not stop alike
+    deferred: dict[Path, Path] = field(default_factory=dict)  # deferred run dir -> the run that may answer it
 
 
 class ResultStore:
@@ -330,6 +333,16 @@ class ResultStore:
             group = needs.to_train.pop(run_dirs[index], None)
             if group:
                 needs.derived_later.setdefault(full_dir, []).extend(group)
+        # A run under the relative patience rule is answered by its plain-patience run when that stops alike (get):
+        # with both in the grid, training both at once could waste a whole run, so the former waits for the latter.
+        for run_dir in needs.to_train:
+            legacy = self._plain_patience(needs.job_specs[run_dir])
+            if legacy is None:
+                continue
+            for candidate in (legacy, self._tracked(legacy)):
+                if candidate is not None and self.run_dir(candidate) in needs.to_train:
+                    needs.deferred[run_dir] = self.run_dir(candidate)
+                    break
         return needs
 
     def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs", executor=None) -> list[dict]:
@@ -358,10 +371,33 @@ class ResultStore:
         if self.log and specs:
             later = sum(len(v) for v in derived_later.values())
             self.log(f"{desc}: {len(specs)} runs, {len(specs) - len(run_dirs)} stored, {len(to_train)} to train"
-                     f"{f' ({later} w/o SC recorded from their full runs)' if later else ''} with {executor!r} in "
+                     f"{f' ({later} w/o SC recorded from their full runs)' if later else ''}"
+                     f"{f' ({len(needs.deferred)} after the plain-patience runs that may answer them)' if needs.deferred else ''}"
+                     f" with {executor!r} in "
                      f"{self.root}")
         failures: list[RunFailure] = []
-        while to_train:
+        # Runs a plain-patience run of this grid may answer wait for the first pass (needs.deferred).
+        waiting_for_answer = {run_dir: to_train.pop(run_dir) for run_dir in needs.deferred}
+        answerable_later = {run_dir: derived_later.pop(run_dir) for run_dir in list(derived_later)
+                            if run_dir in waiting_for_answer}
+        while to_train or waiting_for_answer:
+            if not to_train:  # the runs that may answer them are done: read what they answer, train the rest
+                for run_dir, positions in waiting_for_answer.items():
+                    answer = self.get(job_specs[run_dir])
+                    if answer is None:
+                        to_train[run_dir] = positions
+                        derived_later.update({run_dir: answerable_later[run_dir]} if run_dir in answerable_later
+                                             else {})
+                        continue
+                    for index in positions:
+                        results[index] = answer
+                    for index in answerable_later.get(run_dir, []):
+                        results[index] = self._without_consensus_from_full_run(specs[index])
+                        if results[index] is None:
+                            to_train.setdefault(run_dirs[index], []).append(index)
+                waiting_for_answer = {}
+                if not to_train:
+                    break
             self.root.mkdir(parents=True, exist_ok=True)
             token = store_id(self.root) if executor.remote else None
             order = list(to_train)

@@ -259,3 +259,33 @@ def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, ca
     workers = concurrent_runs(make_executor("auto"))
     assert f"with {workers} worker{'s' if workers != 1 else ''} " in capsys.readouterr().out
     assert not trained and files_under(root) == before
+
+
+def test_a_run_its_plain_patience_twin_may_answer_waits_for_it_and_is_not_trained(tiny_file, tmp_path, monkeypatch):
+    """The reproduction ladder holds the authors' rung (plain patience, the test curve tracked) and ours (relative
+    patience) of one spec. When the plain run stops alike, it answers for ours (get): ensure_many trains it first
+    and ours only if it does not, so two workers never train the same run twice; the plan flags and counts it."""
+    # patience_relative 0.01: the wait max(1, 0.01 x best epoch) is 1 for any best epoch below 100, so the plain
+    # run (patience 1) stops alike and answers; the second grid's 5 x best epoch never does.
+    ours = spec(tiny_file, epochs=40, patience=1, patience_relative=0.01, lr=0.01, seed=3)
+    authors = replace(ours, train=replace(ours.train, patience_relative=0.0, test_every_epoch=True))
+    store = quiet_store(tmp_path / "runs")
+    grid = [ours, authors]
+    plan = store.plan(grid, workers=2)
+    assert plan.to_train == 2 and plan.may_be_answered == 1
+    assert plan.runs.set_index("run_dir")["may_be_answered"].to_dict() == {
+        store.run_dir(ours).name: True, store.run_dir(authors).name: False}
+    assert "1 may be answered by a plain-patience run of this grid" in plan.totals_line("grid")
+
+    trained = counting_training(monkeypatch)
+    results = store.ensure_many(grid)
+    assert [Path(d).name for d in trained][0] == store.run_dir(authors).name  # the one that may answer goes first
+    assert len(trained) == 1 and results[0]["run_dir"] == results[1]["run_dir"]  # answered, not trained
+    assert "same epoch" in results[0]["equivalent_stopping"] and results[1]["stopped_early"]
+    assert store.plan(grid).to_train == 0
+    longer = replace(ours, train=replace(ours.train, patience_relative=5.0, seed=4))
+    longer_authors = replace(longer, train=replace(longer.train, patience_relative=0.0, test_every_epoch=True))
+    trained.clear()
+    again = store.ensure_many([longer, longer_authors])  # a 5 x best-epoch wait never stops like patience 1
+    assert [Path(d).name for d in trained] == [store.run_dir(longer_authors).name, store.run_dir(longer).name]
+    assert again[0]["run_dir"] == str(store.run_dir(longer)) and "equivalent_stopping" not in again[0]
