@@ -58,16 +58,14 @@ TIMING_CAUTION = ("Estimates are the measured training times of the stored runs,
 def cost_fields(config: dict) -> dict:
     """The fields of a run's configuration (a stored result's ``config``, or ``RunSpec.to_dict``) that
     :data:`ESTIMATE_LEVELS` match on."""
+    from mltfrkit.store import trains_consensus_round
+
     options = config.get("plugin_options") or {}
     plugin = config.get("plugin", "none")
     schedule = config.get("schedule", "single")
     mltfr = plugin == "mltfr"
     train = config.get("train") or {}
-    # MLTFR trains a second round only with a consensus expert, which needs two experts of one width
-    # (MLTFRPlugin.consensus_group); the widths are in the key's token table references.
-    widths = [table.get("d") for table in config.get("token_tables") or []]
-    shared_width = len(widths) != len(set(widths)) if widths else True
-    two_rounds = (mltfr and options.get("consensus", True) and shared_width) or schedule != "single"
+    two_rounds = trains_consensus_round(config) or schedule != "single"
     return {"dataset": config["dataset"], "backbone": config["backbone"], "plugin": plugin, "schedule": schedule,
             "rounds": 2 if two_rounds else 1,
             "n_experts": options.get("n_experts") if mltfr else None,

@@ -121,6 +121,16 @@ def pool_evaluation(run_dir: str | os.PathLike, pool, data_dir: str | os.PathLik
     return evaluation
 
 
+def trains_consensus_round(config: dict) -> bool:
+    """Whether an MLTFR run of this configuration (``RunSpec.to_dict``, or a stored result's ``config``) trains a
+    round 2 and so has a round 1 for its w/o SC ablation: only with a consensus expert, which needs two experts of
+    one width (``MLTFRPlugin.consensus_group``); the widths are in the key's token table references."""
+    options = config.get("plugin_options") or {}
+    widths = [table.get("d") for table in config.get("token_tables") or []]
+    return bool(config.get("plugin") == "mltfr" and options.get("consensus", True)
+                and (len(widths) != len(set(widths)) if widths else True))
+
+
 @dataclass
 class GridNeeds:
     """What a grid needs from a store (:meth:`ResultStore.needs`), by grid position (index in ``specs``)."""
@@ -288,9 +298,9 @@ class ResultStore:
         alike). A w/o SC spec whose full run is stored is recorded from its round 1. Of the rest,
         identical specs are one run; a spec whose per-epoch-test twin is trained too is answered by
         that twin; a w/o SC spec whose full run is trained in the same grid is recorded from it
-        afterwards, not trained. (If that full run then turns out to have no round 1, which happens
-        only when no two experts share a width, ensure_many trains the ablation in a second pass,
-        which the plan does not count: a known gap, since the widths are in the run key's token tables.)"""
+        afterwards, not trained, unless no two of its experts share a width (no round 1 to record:
+        :func:`trains_consensus_round`), when it is trained like any other run. (A full run whose result
+        still lacks a round 1 has its ablation trained in a second pass.)"""
         specs = list(specs)
         needs = GridNeeds(specs)
         waiting: list[int] = []
@@ -321,7 +331,7 @@ class ResultStore:
             # The full run of the spec this position's run trains (its per-epoch-test twin when redirected above):
             # a plain ablation answered by a tracked one needs the tracked full run, which a plain one cannot give.
             full = self._full_run_of(needs.job_specs[run_dirs[index]])
-            if full is None:
+            if full is None or not trains_consensus_round(full.to_dict(self.split(full.dataset).source_sha256)):
                 continue
             candidates = [full] + [twin for twin in [self._tracked(full)] if twin is not None]
             full_dir = next((answered_by[d] for d in map(self.run_dir, candidates)
@@ -386,8 +396,8 @@ class ResultStore:
                     answer = self.get(job_specs[run_dir])
                     if answer is None:
                         to_train[run_dir] = positions
-                        derived_later.update({run_dir: answerable_later[run_dir]} if run_dir in answerable_later
-                                             else {})
+                        if run_dir in answerable_later:
+                            derived_later[run_dir] = answerable_later[run_dir]
                         continue
                     for index in positions:
                         results[index] = answer

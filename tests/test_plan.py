@@ -289,3 +289,29 @@ def test_a_run_its_plain_patience_twin_may_answer_waits_for_it_and_is_not_traine
     again = store.ensure_many([longer, longer_authors])  # a 5 x best-epoch wait never stops like patience 1
     assert [Path(d).name for d in trained] == [store.run_dir(longer_authors).name, store.run_dir(longer).name]
     assert again[0]["run_dir"] == str(store.run_dir(longer)) and "equivalent_stopping" not in again[0]
+
+
+def test_a_without_consensus_run_whose_full_run_has_no_round_one_is_trained_in_the_first_pass(tiny_file, tmp_path,
+                                                                                              monkeypatch):
+    """Experts of different widths have no consensus expert, so the full run trains one round and has no round 1
+    to record its w/o SC ablation from: the plan counts both runs, and ensure_many trains both in one pass."""
+    sources = ["all-MiniLM-L6-v2", "SmolLM2-135M"]  # 384-d and 576-d
+    link_cached_inputs(sources)
+    full, ablated = full_and_ablated(tiny_file, epochs=1)
+    full = replace(full, plugin_options={**full.plugin_options, "llms": sources})
+    ablated = replace(ablated, plugin_options={**ablated.plugin_options, "llms": sources})
+    store = quiet_store(tmp_path / "runs")
+    plan = store.plan([ablated, full])
+    assert (plan.to_train, plan.recorded_after) == (2, 0)
+    assert set(plan.runs["rounds"]) == {1}
+    passes = []
+    real_run = store.executor.run
+
+    def counted(jobs, owner):
+        passes.append(sorted(Path(job.run_dir).name for job in jobs))
+        return real_run(jobs, owner)
+
+    monkeypatch.setattr(store.executor, "run", counted)
+    results = store.ensure_many([ablated, full])
+    assert passes == [sorted(plan.runs["run_dir"])]  # one pass, both runs
+    assert all(result is not None and "derived_from" not in result for result in results)
