@@ -235,6 +235,26 @@ def _evaluate_pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_store(args: argparse.Namespace) -> int:
+    """``store export DEST`` / ``store import ARCHIVE``: carry finished runs (no weights) between stores."""
+    from mltfrkit.archive import export_results, import_results
+    from mltfrkit.paths import ensure_directory
+    from mltfrkit.runs import store_root
+
+    root = store_root(args.runs_dir)
+    if args.store_command == "export":
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no result store here to export; pass --runs-dir (or set MLTFR_RUNS_DIR) "
+                                    f"to the store the runs were trained in")
+        report = export_results(root, args.destination)
+        print(report.summary(f"exported to {args.destination}/{root.name}:"))
+    else:
+        ensure_directory(root, "--runs-dir" if args.runs_dir else "the result store")
+        report = import_results(args.archive, root)
+        print(report.summary(f"imported into {root}:"))
+    return 0
+
+
 def cmd_data_list(args: argparse.Namespace) -> int:
     for spec in DATASETS.values():
         print(f"{spec.name:10s} {', '.join(spec.files):50s} {spec.origin}")
@@ -383,6 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--pool-seed", type=int, default=0, help="the pools' seed: every method sees the same pools")
     evaluate.add_argument("--max-users", type=int, default=None, help="a seeded sample of test users (default: all)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    store = sub.add_parser("store", help="carry finished runs between machines: a result archive without weights")
+    store_sub = store.add_subparsers(dest="store_command", required=True)
+    export = store_sub.add_parser("export", help="copy every finished run of the store (no *.pt weights) to DEST/mltfrkit-<version>/")
+    export.add_argument("destination")
+    importer = store_sub.add_parser("import", help="add an archive's runs to the store (runs already there are kept); "
+                                    "tables then read them, grids train only what is missing")
+    importer.add_argument("archive", help="the folder export wrote (holding mltfrkit-<version>/)")
+    for command in (export, importer):
+        command.add_argument("--runs-dir", default=None, help="the result store's root (default: $MLTFR_RUNS_DIR, "
+                             "else <cache>/runs)")
+        command.set_defaults(func=cmd_store)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="named datasets and where their files come from").set_defaults(func=cmd_data_list)

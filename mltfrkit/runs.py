@@ -270,7 +270,10 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     stages = stages[:rounds]
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
     if not stages:
-        raise FileNotFoundError(f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
+        from mltfrkit.archive import imported_without_weights
+
+        raise FileNotFoundError(imported_without_weights(run_dir)
+                                or f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
     first = load_checkpoint(stages[0] / "checkpoint.pt", map_location="cpu")
     spec = spec_from_config({k: v for k, v in first["config"].items() if k != "round"})
     split = load_dataset(spec.dataset, data_dir)
