@@ -19,6 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,33 +37,55 @@ class ArchiveWarning(UserWarning):
     """An archived run that was not imported (its result is invalid, or does not hash to its name)."""
 
 
+class WeightsNotArchived(FileNotFoundError):
+    """A run imported from a result archive was asked for its model, which the archive never holds."""
+
+
 @dataclass
 class ArchiveReport:
-    """What an export or import did: run directory names per outcome, and why each refusal happened."""
+    """What an export or import did: run directory names per outcome, and why each was left out."""
     copied: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # export: same result, new cached tables (pools, relevance)
     already_there: list[str] = field(default_factory=list)
-    refused: dict[str, str] = field(default_factory=dict)
+    unfinished: list[str] = field(default_factory=list)  # still training (or interrupted): nothing to carry yet
+    left_out: dict[str, str] = field(default_factory=dict)  # not runs of this kind: why they stay behind
+    refused: dict[str, str] = field(default_factory=dict)  # runs that would be read wrongly: why
 
     def summary(self, verb: str) -> str:
         text = f"{verb} {len(self.copied)} run(s); {len(self.already_there)} already there"
-        if self.refused:
-            text += f"; {len(self.refused)} refused: " + "; ".join(f"{k}: {v}" for k, v in self.refused.items())
+        if self.updated:
+            text += f"; {len(self.updated)} with new cached tables"
+        if self.unfinished:
+            text += f"; {len(self.unfinished)} unfinished (not carried)"
+        for label, reasons in (("left out", self.left_out), ("refused", self.refused)):
+            if reasons:
+                text += f"; {len(reasons)} {label}: " + "; ".join(f"{k}: {v}" for k, v in reasons.items())
         return text
 
 
 def config_key(config: dict) -> str:
-    """The store key of a stored config, computed exactly as :meth:`RunSpec.key` computes it."""
-    payload = json.dumps(config, sort_keys=True, default=str)
+    """The store key of a stored config, computed exactly as :meth:`RunSpec.key` computes it. A two-round
+    run's result carries the ``round`` its final model came from in its config (the trainer adds it to each
+    round's config); the directory's key is the run's, without it (as :func:`mltfrkit.runs.load_trained` reads)."""
+    payload = json.dumps({k: v for k, v in config.items() if k != "round"}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _problem(run_dir: Path) -> str | None:
-    """Why ``run_dir`` cannot be archived or imported (None: it can)."""
+def _read(path: Path) -> dict | None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = read_result(run_dir / RESULT)
+        return read_result(path)
+
+
+def _has_weights(run_dir: Path) -> bool:
+    return any(p.name.endswith(WEIGHT_SUFFIXES) for p in run_dir.rglob("*") if p.is_file())
+
+
+def _problem(run_dir: Path) -> str | None:
+    """Why ``run_dir``'s result cannot be archived or imported (None: it can)."""
+    result = _read(run_dir / RESULT)
     if result is None:
-        return "no valid result.json (an unfinished or broken run)"
+        return "its result.json is unreadable or lacks its config / test metrics"
     key = config_key(result["config"])
     if not run_dir.name.endswith("-" + key):
         return (f"its config hashes to key {key}, not to its directory's name: the config was edited or the "
@@ -70,12 +93,28 @@ def _problem(run_dir: Path) -> str | None:
     return None
 
 
+def _carried(path: Path) -> bool:
+    """A small finished file: not weights, a lock, a hidden or temporary file, or a partial answer."""
+    name = path.name
+    return (path.is_file() and not name.endswith(WEIGHT_SUFFIXES) and not name.endswith(SKIPPED_NAMES)
+            and not name.startswith(".") and ".tmp" not in name and not name.endswith(".partial.json"))
+
+
 def _small_files(run_dir: Path):
     """The files of a run worth carrying: everything but weights and locks, result.json last."""
-    files = [p for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != RESULT
-             and not p.name.endswith(WEIGHT_SUFFIXES) and not p.name.endswith(SKIPPED_NAMES)
-             and not p.name.startswith(".")]
+    files = [p for p in sorted(run_dir.rglob("*")) if p.name != RESULT and _carried(p)]
     return files + [run_dir / RESULT]
+
+
+def _sync(source: Path, target: Path, names) -> bool:
+    """Copy each of ``names`` (paths under ``source``) that ``target`` lacks or holds differently."""
+    changed = False
+    for path in names:
+        destination = target / path.relative_to(source)
+        if not destination.exists() or destination.read_bytes() != path.read_bytes():
+            _copy(path, destination)
+            changed = True
+    return changed
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -84,29 +123,55 @@ def _copy(source: Path, target: Path) -> None:
     atomic_write_with(target, lambda out: out.write(data))
 
 
-def _run_dirs(root: Path) -> list[Path]:
-    """Every run directory, finished or not (an unfinished one is reported, never copied)."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+SHARED_CACHES = ("pools",)  # store-level folders of small cached answers (the text-prompted LLM's, Table 4)
+
+
+def _sort(store_root: Path, report: ArchiveReport) -> list[Path]:
+    """The store's run directories with a result to carry; the others are sorted into the report."""
+    runs = []
+    for path in sorted(p for p in store_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if path.name in SHARED_CACHES:
+            continue
+        if (path / RESULT).exists():
+            runs.append(path)
+        elif (path / "search.json").exists():
+            report.left_out[path.name] = ("a MixRec search log: it names its trials' run directories on this machine; "
+                                          "its trials are archived as runs, re-run the search to rebuild it")
+        else:
+            report.unfinished.append(path.name)
+    return runs
 
 
 def export_results(store_root: str | os.PathLike, destination: str | os.PathLike) -> ArchiveReport:
     """Copy every finished run of ``store_root`` (a code version's store, ``<runs>/mltfrkit-<version>``)
-    into ``destination/<its name>/``, weights left out. A run already in the archive is rewritten only
-    when its result differs; unfinished runs are refused and named."""
+    into ``destination/<its name>/``, weights left out, with the store's cached LLM answers (``pools/``).
+
+    A run already archived with the same result gets the cached tables computed since (pool evaluations,
+    relevance); one archived with a different result is replaced whole (its caches came from other
+    weights). Runs imported from an archive are not exported again: their originals are there already."""
     store_root, destination = Path(store_root), Path(destination) / Path(store_root).name
     report = ArchiveReport()
-    for run_dir in _run_dirs(store_root):
+    for run_dir in _sort(store_root, report):
         problem = _problem(run_dir)
         if problem:
             report.refused[run_dir.name] = problem
             continue
-        target = destination / run_dir.name
-        if (target / RESULT).exists() and (target / RESULT).read_bytes() == (run_dir / RESULT).read_bytes():
+        if _read(run_dir / RESULT).get(IMPORTED):
             report.already_there.append(run_dir.name)
             continue
-        for path in _small_files(run_dir):
-            _copy(path, target / path.relative_to(run_dir))
+        target = destination / run_dir.name
+        if (target / RESULT).exists() and (target / RESULT).read_bytes() == (run_dir / RESULT).read_bytes():
+            (report.updated if _sync(run_dir, target, _small_files(run_dir)[:-1]) else report.already_there).append(
+                run_dir.name)
+            continue
+        if target.exists():
+            shutil.rmtree(target)
+        _sync(run_dir, target, _small_files(run_dir))  # result.json last
         report.copied.append(run_dir.name)
+    for folder in SHARED_CACHES:
+        if (store_root / folder).is_dir():
+            _sync(store_root / folder, destination / folder,
+                  [p for p in sorted((store_root / folder).rglob("*")) if _carried(p)])
     return report
 
 
@@ -127,20 +192,21 @@ def import_results(archive: str | os.PathLike, store_root: str | os.PathLike) ->
         raise FileNotFoundError(f"{archive}: no {store_root.name}/ folder of archived runs; {hint}")
     report = ArchiveReport()
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    for run_dir in _run_dirs(source):
+    for run_dir in _sort(source, report):
         problem = _problem(run_dir)
+        target = store_root / run_dir.name
+        if problem is None and _read(target / RESULT) is not None:
+            report.already_there.append(run_dir.name)
+            continue
+        if problem is None and target.exists() and _has_weights(target):
+            problem = ("this store holds an unfinished training of the same run (its checkpoints): its weights "
+                       "would be read as the archived result's; let its sweep finish it, or delete the directory "
+                       "and import again")
         if problem:
             report.refused[run_dir.name] = problem
             warnings.warn(f"{run_dir}: not imported, {problem}", ArchiveWarning, stacklevel=2)
             continue
-        target = store_root / run_dir.name
-        if (target / RESULT).exists():
-            report.already_there.append(run_dir.name)
-            continue
-        for path in _small_files(run_dir)[:-1]:
-            destination = target / path.relative_to(run_dir)
-            if not destination.exists():
-                _copy(path, destination)
+        _sync(run_dir, target, _small_files(run_dir)[:-1])
         result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
         result.pop("run_dir", None)
         if result.get("derived_from"):
@@ -148,17 +214,26 @@ def import_results(archive: str | os.PathLike, store_root: str | os.PathLike) ->
         result[IMPORTED] = {"from": str(run_dir), "at": stamp, "weights": False}
         write_result(target / RESULT, result)  # last: the run counts as stored only once all its files are in
         report.copied.append(run_dir.name)
+    for folder in SHARED_CACHES:  # cached answers are keyed by what they answer: the store's own win
+        for path in sorted((source / folder).rglob("*")) if (source / folder).is_dir() else []:
+            destination = store_root / folder / path.relative_to(source / folder)
+            if _carried(path) and not destination.exists():
+                _copy(path, destination)
     return report
 
 
-def imported_without_weights(run_dir: str | os.PathLike) -> str | None:
-    """The message a weight-needing tool gives for an imported run (None: the run was trained here)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = read_result(Path(run_dir) / RESULT)
-    if not result or not result.get(IMPORTED):
-        return None
-    return (f"{run_dir} was imported from a result archive ({result[IMPORTED].get('from')}) without its weights: "
-            f"its metrics answer every table, but its model cannot be loaded; to train it here, delete the "
-            f"directory and run its grid or `mltfrkit train` again (the same seed gives the same run)")
+def is_imported(result: dict | None) -> bool:
+    """Whether a stored result came from a result archive, without its weights."""
+    return bool(result and result.get(IMPORTED) and not result[IMPORTED].get("weights", False))
+
+
+def refuse_if_imported(run_dir: str | os.PathLike) -> None:
+    """Raise :class:`WeightsNotArchived` for a run imported without weights (whatever files lie beside it):
+    what every loader of a run's model calls first."""
+    result = _read(Path(run_dir) / RESULT)
+    if is_imported(result):
+        raise WeightsNotArchived(
+            f"{run_dir} was imported from a result archive ({result[IMPORTED].get('from')}) without its weights: "
+            f"its metrics answer the tables, but its model cannot be loaded; to train it here, delete the "
+            f"directory and run its sweep (or `mltfrkit train`) again: the same seed trains the same run")
 

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mltfrkit.archive import WeightsNotArchived
 from mltfrkit.experiments import (PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4, Experiment, improvement, list_parameter,
                                   paired_p)
 
@@ -701,6 +702,10 @@ class _Measure:
                     comparisons, reason = [], Missing(f"reading it would train: {refused}")
                     if self.log:
                         self.log(f"claim {claim.id} on {dataset} {backbone or ''}: {refused}")
+                except WeightsNotArchived as imported:  # a measure that needs a model the archive left behind
+                    comparisons, reason = [], Missing(f"its runs were imported without weights: {imported}")
+                    if self.log:
+                        self.log(f"claim {claim.id} on {dataset} {backbone or ''}: {imported}")
                 if isinstance(reason, Missing) or (reason is None and not comparisons):
                     verdict_text, outcomes = f"{NOT_MEASURED} ({reason or 'nothing stored to compare'})", [NOT_MEASURED]
                 elif reason is not None:

@@ -29,11 +29,12 @@ NOISE_CHOICES = ("none", "paper", "tempered")  # "none" = what evaluation does
 
 
 def mltfr_runs(store: ResultStore | None = None) -> pd.DataFrame:
-    """Finished MLTFR runs in a store (one row each), newest configuration options included."""
+    """Finished MLTFR runs in a store (one row each), newest configuration options included; runs imported
+    from a result archive are left out (their weights stayed behind: there is nothing to inspect)."""
     records = (store or ResultStore()).records()
     if records.empty:
         return records
-    return records[records["plugin"] == "mltfr"].reset_index(drop=True)
+    return records[(records["plugin"] == "mltfr") & ~records["imported"]].reset_index(drop=True)
 
 
 def run_label(row) -> str:

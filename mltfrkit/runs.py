@@ -261,6 +261,9 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     from mltfrkit.store import read_result
 
     stored = read_result(recorded)  # None when missing or invalid (named in a warning): the checkpoints alone
+    from mltfrkit.archive import refuse_if_imported
+
+    refuse_if_imported(run_dir)  # an archived result has no weights, whatever checkpoints lie beside it
     if not (run_dir / "checkpoint.pt").exists() and stored and stored.get("derived_from"):
         _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
         return spec_from_config(stored["config"]), split, model
@@ -270,10 +273,7 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     stages = stages[:rounds]
     stages = [s for s in stages if (s / "checkpoint.pt").exists()]
     if not stages:
-        from mltfrkit.archive import imported_without_weights
-
-        raise FileNotFoundError(imported_without_weights(run_dir)
-                                or f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
+        raise FileNotFoundError(f"no checkpoint under {run_dir}: train the run first (mltfrkit train ...)")
     first = load_checkpoint(stages[0] / "checkpoint.pt", map_location="cpu")
     spec = spec_from_config({k: v for k, v in first["config"].items() if k != "round"})
     split = load_dataset(spec.dataset, data_dir)

@@ -516,6 +516,7 @@ def flatten(result: dict) -> dict:
            "rounds": result.get("rounds"), "selected_round": result.get("selected_round"),
            "best_epoch": result.get("best_epoch"), "holdout": config["train"].get("holdout", "valid_test"),
            "seconds": result.get("seconds"), "data_sha256": config.get("data_sha256"),
+           "imported": bool(result.get("imported")),  # from a result archive: metrics only, no weights
            "run_dir": result.get("run_dir")}
     oracle = result.get("test_oracle") or {}
     for metric in METRICS:

@@ -3,62 +3,101 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from mltfrkit import store as store_module
-from mltfrkit.archive import ArchiveWarning, export_results, import_results
+from mltfrkit.archive import ArchiveWarning, WeightsNotArchived, export_results, import_results
 from mltfrkit.cli import main
+from mltfrkit.mixrec.experiment import backbone_metrics
 from mltfrkit.runs import load_trained
 from mltfrkit.store import ResultStore
-from tests.test_store import spec, write_tiny_file
+from tests.test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+UNFINISHED = "tiny-sasrec-none-0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A store with two finished tiny runs (seeds 0 and 1) and one unfinished run directory."""
+    """A store with three finished tiny runs (seeds 0 and 1, and seed 0 under the two-round schedule, whose
+    result's config carries the round it ended in), an unfinished run, a MixRec search log and a store-level
+    cached LLM answer."""
     base = tmp_path_factory.mktemp("archive")
     data = write_tiny_file(base)
     store = ResultStore(base / "runs", progress=False, log=None)
-    results = [store.ensure(spec(data, seed=seed)) for seed in (0, 1)]
-    (store.root / "tiny-sasrec-none-0123456789abcdef").mkdir()  # started, never finished: no result.json
-    return data, store, results
+    specs = [spec(data, seed=0), spec(data, seed=1), replace(spec(data, seed=0), schedule="two_round")]
+    results = [store.ensure(s) for s in specs]
+    assert results[2]["config"].get("round") in (1, 2)  # what the key check must see past
+    (store.root / UNFINISHED / "round1").mkdir(parents=True)
+    (store.root / UNFINISHED / "round1" / "checkpoint.pt").write_bytes(b"partial")
+    (store.root / "tiny-mixrec-search-00000000000000aa").mkdir()
+    (store.root / "tiny-mixrec-search-00000000000000aa" / "search.json").write_text("{}")
+    (store.root / "pools").mkdir()
+    (store.root / "pools" / "tiny-llm-answers.json").write_text('{"answers": [1, 2]}')
+    (store.root / "pools" / "tiny-llm-answers.partial.json").write_text('{"answers": [1]}')
+    return data, store, specs, results
+
+
+def names(results):
+    return sorted(Path(r["run_dir"]).name for r in results)
 
 
 def test_export_then_import_answers_every_lookup_without_training(trained, tmp_path, monkeypatch):
-    data, store, results = trained
+    data, store, specs, results = trained
     report = export_results(store.root, tmp_path / "archive")
-    assert sorted(report.copied) == sorted(Path(r["run_dir"]).name for r in results)
-    assert list(report.refused) == ["tiny-sasrec-none-0123456789abcdef"]
-    archived = tmp_path / "archive" / store.root.name / Path(results[0]["run_dir"]).name
+    assert sorted(report.copied) == names(results) and not report.refused
+    assert report.unfinished == [UNFINISHED] and list(report.left_out) == ["tiny-mixrec-search-00000000000000aa"]
+    version = tmp_path / "archive" / store.root.name
+    archived = version / Path(results[0]["run_dir"]).name
     assert (archived / "result.json").exists() and (archived / "train.log").exists()
-    assert not list(archived.rglob("*.pt")), "weights must never be archived"
-    assert export_results(store.root, tmp_path / "archive").already_there == report.copied  # idempotent
+    assert not list(version.rglob("*.pt")), "weights must never be archived"
+    assert (version / "pools" / "tiny-llm-answers.json").exists()
+    assert not (version / "pools" / "tiny-llm-answers.partial.json").exists()
+    assert sorted(export_results(store.root, tmp_path / "archive").already_there) == names(results)  # idempotent
 
     monkeypatch.setattr(store_module, "run_training", lambda *a, **k: pytest.fail("an imported run was retrained"))
     other = ResultStore(tmp_path / "elsewhere", progress=False, log=None)
     imported = import_results(tmp_path / "archive", other.root)
-    assert sorted(imported.copied) == sorted(report.copied) and not imported.refused
-    for seed, original in zip((0, 1), results):
-        answer = other.ensure(spec(data, seed=seed))
+    assert sorted(imported.copied) == names(results) and not imported.refused
+    assert (other.root / "pools" / "tiny-llm-answers.json").read_text() == '{"answers": [1, 2]}'
+    for run_spec, original in zip(specs, results):
+        answer = other.ensure(run_spec)
         assert answer["test"] == original["test"] and answer["epochs"] == original["epochs"]
-        assert answer["imported"]["weights"] is False
-        assert Path(answer["run_dir"]).parent == other.root
-        with pytest.raises(FileNotFoundError, match="imported from a result archive"):
+        assert answer["imported"]["weights"] is False and Path(answer["run_dir"]).parent == other.root
+        with pytest.raises(WeightsNotArchived, match="imported from a result archive"):
             load_trained(answer["run_dir"])
-    assert len(other.records()) == 2
-    again = import_results(tmp_path / "archive" / store.root.name, other.root)  # the version folder itself
-    assert not again.copied and sorted(again.already_there) == sorted(report.copied)
+    records = other.records()
+    assert len(records) == 3 and records["imported"].all() and not store.records()["imported"].any()
+    again = import_results(version, other.root)  # the version folder itself
+    assert not again.copied and sorted(again.already_there) == names(results)
+    # an imported store exports nothing back: its originals are in the archive already
+    assert not export_results(other.root, tmp_path / "archive").copied
+
+
+def test_cached_tables_follow_the_run_and_answer_without_weights(trained, tmp_path):
+    """A derived table computed after the first export (here MixRec's MRR of a backbone run) reaches the
+    archive on the next export, and answers in the importing store, where the weights never go."""
+    data, store, specs, results = trained
+    export_results(store.root, tmp_path / "archive")
+    metrics = backbone_metrics(results[1]["run_dir"])
+    report = export_results(store.root, tmp_path / "archive")
+    assert report.updated == [Path(results[1]["run_dir"]).name]
+    other = tmp_path / "elsewhere" / store.root.name
+    import_results(tmp_path / "archive", other)
+    assert backbone_metrics(other / Path(results[1]["run_dir"]).name) == metrics
+    with pytest.raises(WeightsNotArchived):  # nothing cached for this one: it needs the model
+        backbone_metrics(other / Path(results[0]["run_dir"]).name)
 
 
 def test_a_run_that_does_not_hash_to_its_name_is_refused_and_the_rest_import(trained, tmp_path):
-    data, store, results = trained
+    data, store, specs, results = trained
     export_results(store.root, tmp_path / "archive")
     version = tmp_path / "archive" / store.root.name
-    edited, kept = (version / Path(r["run_dir"]).name / "result.json" for r in results)
+    edited, kept = (version / Path(r["run_dir"]).name / "result.json" for r in results[:2])
     result = json.loads(edited.read_text())
     result["config"]["train"]["epochs"] = 99  # a config edited by hand
     edited.write_text(json.dumps(result))
@@ -69,22 +108,57 @@ def test_a_run_that_does_not_hash_to_its_name_is_refused_and_the_rest_import(tra
     target = tmp_path / "target" / store.root.name
     with pytest.warns(ArchiveWarning, match="hashes to key"):
         report = import_results(tmp_path / "archive", target)
-    assert list(report.refused) == [edited.parent.name] and report.copied == [kept.parent.name]
+    assert list(report.refused) == [edited.parent.name] and kept.parent.name in report.copied
     moved = json.loads((target / kept.parent.name / "result.json").read_text())
     assert moved["derived_from"] == str(target / "tiny-sasrec-mltfr-00000000000000ff")  # points into this store
 
 
-def test_the_stores_own_result_wins(trained, tmp_path):
-    data, store, results = trained
+def test_the_stores_own_runs_win(trained, tmp_path):
+    """A finished run of the store is kept; an unfinished one (checkpoints, no result) is not given the
+    archived result, whose metrics its weights would then be read as."""
+    data, store, specs, results = trained
     export_results(store.root, tmp_path / "archive")
     target = tmp_path / "target" / store.root.name
+    finished, interrupted = (Path(r["run_dir"]).name for r in results[:2])
+    (target / finished).mkdir(parents=True)
+    own = {**json.loads((store.root / finished / "result.json").read_text()), "note": "trained here"}
+    (target / finished / "result.json").write_text(json.dumps(own))
+    (target / interrupted).mkdir()
+    (target / interrupted / "checkpoint.pt").write_bytes(b"epoch 1")
+    with pytest.warns(ArchiveWarning, match="unfinished training of the same run"):
+        report = import_results(tmp_path / "archive", target)
+    assert report.already_there == [finished] and list(report.refused) == [interrupted]
+    assert json.loads((target / finished / "result.json").read_text())["note"] == "trained here"
+    assert not (target / interrupted / "result.json").exists()
+
+
+def test_weights_beside_an_imported_result_are_never_loaded(trained, tmp_path):
+    data, store, specs, results = trained
+    export_results(store.root, tmp_path / "archive")
+    target = tmp_path / "target" / store.root.name
+    import_results(tmp_path / "archive", target)
     name = Path(results[0]["run_dir"]).name
-    (target / name).mkdir(parents=True)
-    own = {**json.loads((store.root / name / "result.json").read_text()), "note": "trained here"}
-    (target / name / "result.json").write_text(json.dumps(own))
-    report = import_results(tmp_path / "archive", target)
-    assert report.already_there == [name]
-    assert json.loads((target / name / "result.json").read_text())["note"] == "trained here"
+    shutil.copy(store.root / name / "checkpoint.pt", target / name / "checkpoint.pt")  # copied in by hand later
+    with pytest.raises(WeightsNotArchived, match="delete the directory and run its sweep"):
+        load_trained(target / name)
+
+
+def test_a_recorded_ablation_and_its_full_mltfr_run_travel_together(tiny_file, tmp_path):
+    """Two-round MLTFR results carry their final round in the config; the w/o SC run recorded from a full
+    run points at it; both must pass the key check and keep their link in the importing store."""
+    link_cached_inputs(SOURCES)
+    full, ablated = full_and_ablated(tiny_file, epochs=2)
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    full_result, derived = store.ensure(full), store.ensure(ablated)
+    assert "derived_from" in derived
+    report = export_results(store.root, tmp_path / "archive")
+    assert sorted(report.copied) == names([full_result, derived]) and not report.refused
+    other = ResultStore(tmp_path / "elsewhere", progress=False, log=None)
+    import_results(tmp_path / "archive", other.root)
+    moved = other.get(ablated)
+    assert moved["test"] == derived["test"] and Path(moved["derived_from"]) == other.run_dir(full)
+    with pytest.raises(WeightsNotArchived):
+        load_trained(moved["run_dir"])
 
 
 def test_another_code_versions_archive_is_named(tmp_path):
@@ -94,12 +168,11 @@ def test_another_code_versions_archive_is_named(tmp_path):
 
 
 def test_the_command_line_round_trip(trained, tmp_path, capsys):
-    data, store, results = trained
+    data, store, specs, results = trained
     assert main(["store", "export", str(tmp_path / "archive"), "--runs-dir", str(store.root.parent)]) == 0
-    assert "exported to" in capsys.readouterr().out
+    assert "1 unfinished (not carried)" in capsys.readouterr().out
     assert main(["store", "import", str(tmp_path / "archive"), "--runs-dir", str(tmp_path / "new")]) == 0
-    printed = capsys.readouterr().out
-    assert "imported into" in printed and ": 2 run(s); 0 already there" in printed
-    assert ResultStore(tmp_path / "new", progress=False, log=None).get(spec(data, seed=1))["test"] == results[1]["test"]
+    assert "imported into" in (printed := capsys.readouterr().out) and ": 3 run(s); 0 already there" in printed
+    assert ResultStore(tmp_path / "new", progress=False, log=None).get(specs[1])["test"] == results[1]["test"]
     assert main(["store", "import", str(tmp_path / "nothing"), "--runs-dir", str(tmp_path / "new")]) == 2
     assert "export a store there first" in capsys.readouterr().err

@@ -11,12 +11,14 @@ same ranking code (nothing is retrained).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
+from mltfrkit.archive import WeightsNotArchived
 from mltfrkit.mixrec.model import MixRecConfig
 from mltfrkit.mixrec.train import MixRecSpec, MixRecTrainConfig
 
@@ -78,13 +80,26 @@ def bo_spec(spec: MixRecSpec, user_fraction: float, epochs: int = 1) -> MixRecSp
                                  valid_metric="MRR"))
 
 
-@torch.no_grad()
 def backbone_metrics(run_dir, data_dir=None, ks=(5, 10, 20), batch: int = 256) -> dict[str, float]:
-    """HR/NDCG@k and MRR on the test split of a stored backbone run, from its selected weights."""
+    """HR/NDCG@k and MRR on the test split of a stored backbone run, from its selected weights; cached in
+    ``<run dir>/mixrec_metrics.json`` (so a run carried by a result archive, without weights, still answers)."""
+    from mltfrkit.paths import atomic_write_json
     from mltfrkit.runs import load_trained
+    from mltfrkit.store import read_json
+
+    path = Path(run_dir) / "mixrec_metrics.json"
+    cached = read_json(path)
+    if cached is not None and cached.get("ks") == list(ks):
+        return cached["metrics"]
+    out = _backbone_metrics(*load_trained(run_dir, data_dir), ks, batch)
+    atomic_write_json(path, {"ks": list(ks), "metrics": out})
+    return out
+
+
+@torch.no_grad()
+def _backbone_metrics(spec, split, model, ks, batch) -> dict[str, float]:
     from mltfrkit.train.metrics import metrics_from_ranks, pad_left, target_ranks
 
-    spec, split, model = load_trained(run_dir, data_dir)
     histories, targets = split.eval_pairs("test")
     ranks = []
     for start in range(0, len(histories), batch):
@@ -310,7 +325,11 @@ class MixRecStudy:
                 for seed, result in zip(self.seeds, results):
                     metrics = None
                     if result is not None:
-                        metrics = {**result["test"], "MRR": backbone_metrics(result["run_dir"], self.data_dir)["MRR"]}
+                        try:
+                            mrr = backbone_metrics(result["run_dir"], self.data_dir)["MRR"]
+                        except WeightsNotArchived:  # imported before its MRR was cached: the other metrics stand
+                            mrr = float("nan")
+                        metrics = {**result["test"], "MRR": mrr}
                     rows.append(self._row(name, backbone, plugin, None, seed, result, metrics))
         return pd.DataFrame(rows)
 

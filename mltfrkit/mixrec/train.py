@@ -425,7 +425,10 @@ def load_trained_mixrec(run_dir, data_dir=None, split=None, device="cpu"):
     from mltfrkit.data import load_dataset
     from mltfrkit.train.checkpoint import load_torch
 
+    from mltfrkit.archive import refuse_if_imported
+
     run_dir = Path(run_dir)
+    refuse_if_imported(run_dir)
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no MixRec checkpoint under {run_dir}: train the run first (mltfrkit mixrec train)")
