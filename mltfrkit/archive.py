@@ -19,6 +19,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ class WeightsNotArchived(FileNotFoundError):
 class ArchiveReport:
     """What an export or import did: run directory names per outcome, and why each was left out."""
     copied: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)  # export: same result, new cached tables (pools, relevance)
+    updated: list[str] = field(default_factory=list)  # same result, new cached tables (pools, relevance, MRR)
     already_there: list[str] = field(default_factory=list)
     unfinished: list[str] = field(default_factory=list)  # still training (or interrupted): nothing to carry yet
     left_out: dict[str, str] = field(default_factory=dict)  # not runs of this kind: why they stay behind
@@ -123,7 +124,8 @@ def _copy(source: Path, target: Path) -> None:
     atomic_write_with(target, lambda out: out.write(data))
 
 
-SHARED_CACHES = ("pools",)  # store-level folders of small cached answers (the text-prompted LLM's, Table 4)
+SHARED_CACHES = ("pools", "benchmarks")  # store-level folders: cached LLM answers (Table 4), the overhead benchmark
+RUN_NAME = re.compile(r"^.+-[0-9a-f]{16}$")  # <dataset>-<backbone>-<plugin>-<key>, as mltfrkit.runs.run_dir_for names it
 
 
 def _sort(store_root: Path, report: ArchiveReport) -> list[Path]:
@@ -132,23 +134,36 @@ def _sort(store_root: Path, report: ArchiveReport) -> list[Path]:
     for path in sorted(p for p in store_root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if path.name in SHARED_CACHES:
             continue
-        if (path / RESULT).exists():
-            runs.append(path)
-        elif (path / "search.json").exists():
+        if (path / "search.json").exists():
             report.left_out[path.name] = ("a MixRec search log: it names its trials' run directories on this machine; "
                                           "its trials are archived as runs, re-run the search to rebuild it")
-        else:
+        elif (path / RESULT).exists():
+            runs.append(path)
+        elif RUN_NAME.match(path.name):
             report.unfinished.append(path.name)
+        else:
+            report.left_out[path.name] = "not a run directory of this store"
     return runs
+
+
+def _sync_shared(source_root: Path, target_root: Path, overwrite: bool) -> None:
+    for folder in SHARED_CACHES:
+        for path in sorted((source_root / folder).rglob("*")) if (source_root / folder).is_dir() else []:
+            destination = target_root / folder / path.relative_to(source_root / folder)
+            if _carried(path) and (overwrite or not destination.exists()):
+                if not destination.exists() or destination.read_bytes() != path.read_bytes():
+                    _copy(path, destination)
 
 
 def export_results(store_root: str | os.PathLike, destination: str | os.PathLike) -> ArchiveReport:
     """Copy every finished run of ``store_root`` (a code version's store, ``<runs>/mltfrkit-<version>``)
-    into ``destination/<its name>/``, weights left out, with the store's cached LLM answers (``pools/``).
+    into ``destination/<its name>/``, weights left out, with the store's cached LLM answers (``pools/``)
+    and overhead benchmark (``benchmarks/``).
 
     A run already archived with the same result gets the cached tables computed since (pool evaluations,
-    relevance); one archived with a different result is replaced whole (its caches came from other
-    weights). Runs imported from an archive are not exported again: their originals are there already."""
+    relevance, MixRec's MRR). A run the archive holds from another training (another machine, or trained
+    again here: the same run, other timings) keeps the archive's copy, with the caches computed from its
+    weights, and is reported under ``refused``. Runs imported from an archive are not exported again."""
     store_root, destination = Path(store_root), Path(destination) / Path(store_root).name
     report = ArchiveReport()
     for run_dir in _sort(store_root, report):
@@ -156,7 +171,7 @@ def export_results(store_root: str | os.PathLike, destination: str | os.PathLike
         if problem:
             report.refused[run_dir.name] = problem
             continue
-        if _read(run_dir / RESULT).get(IMPORTED):
+        if is_imported(_read(run_dir / RESULT)):
             report.already_there.append(run_dir.name)
             continue
         target = destination / run_dir.name
@@ -164,14 +179,15 @@ def export_results(store_root: str | os.PathLike, destination: str | os.PathLike
             (report.updated if _sync(run_dir, target, _small_files(run_dir)[:-1]) else report.already_there).append(
                 run_dir.name)
             continue
-        if target.exists():
+        if _read(target / RESULT) is not None:
+            report.refused[run_dir.name] = ("the archive holds another training of this run (kept, with its cached "
+                                            "tables); delete its folder in the archive to replace it with this one")
+            continue
+        if target.exists():  # a broken archived copy: replaced whole
             shutil.rmtree(target)
         _sync(run_dir, target, _small_files(run_dir))  # result.json last
         report.copied.append(run_dir.name)
-    for folder in SHARED_CACHES:
-        if (store_root / folder).is_dir():
-            _sync(store_root / folder, destination / folder,
-                  [p for p in sorted((store_root / folder).rglob("*")) if _carried(p)])
+    _sync_shared(store_root, destination, overwrite=True)
     return report
 
 
@@ -179,10 +195,16 @@ def import_results(archive: str | os.PathLike, store_root: str | os.PathLike) ->
     """Put the archived runs of ``store_root``'s code version into that store.
 
     ``archive`` is the folder :func:`export_results` wrote to (holding ``mltfrkit-<version>/``), or that
-    version folder itself. A run the store already has is left alone (the store's own result wins); a run
-    that does not hash to its name, or has no valid result, is refused with an :class:`ArchiveWarning`
-    naming it, and the others still import. The imported result records where it came from and that its
-    weights stayed behind; a w/o SC result recorded from a full run points at that run in this store."""
+    version folder itself. A run the store trained itself is left alone (the store's own result wins); a
+    run imported before gets the archive's cached tables added since. A run that does not hash to its name,
+    or has no valid result, is refused with an :class:`ArchiveWarning` naming it, as is one this store is
+    training right now (its lock is held) or holds an unfinished training of (checkpoints): the others still
+    import. The imported result records where it came from and that its weights stayed behind; a w/o SC
+    result recorded from a full run points at that run in this store."""
+    from filelock import Timeout
+
+    from mltfrkit.locks import holder, run_lock_for
+
     archive, store_root = Path(archive), Path(store_root)
     source = archive if archive.name == store_root.name else archive / store_root.name
     if not source.is_dir():
@@ -192,33 +214,48 @@ def import_results(archive: str | os.PathLike, store_root: str | os.PathLike) ->
         raise FileNotFoundError(f"{archive}: no {store_root.name}/ folder of archived runs; {hint}")
     report = ArchiveReport()
     stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+    def refuse(name: str, problem: str) -> None:
+        report.refused[name] = problem
+        warnings.warn(f"{source / name}: not imported, {problem}", ArchiveWarning, stacklevel=3)
+
     for run_dir in _sort(source, report):
         problem = _problem(run_dir)
-        target = store_root / run_dir.name
-        if problem is None and _read(target / RESULT) is not None:
-            report.already_there.append(run_dir.name)
-            continue
-        if problem is None and target.exists() and _has_weights(target):
-            problem = ("this store holds an unfinished training of the same run (its checkpoints): its weights "
-                       "would be read as the archived result's; let its sweep finish it, or delete the directory "
-                       "and import again")
         if problem:
-            report.refused[run_dir.name] = problem
-            warnings.warn(f"{run_dir}: not imported, {problem}", ArchiveWarning, stacklevel=2)
+            refuse(run_dir.name, problem)
             continue
-        _sync(run_dir, target, _small_files(run_dir)[:-1])
-        result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
-        result.pop("run_dir", None)
-        if result.get("derived_from"):
-            result["derived_from"] = str(store_root / Path(result["derived_from"]).name)
-        result[IMPORTED] = {"from": str(run_dir), "at": stamp, "weights": False}
-        write_result(target / RESULT, result)  # last: the run counts as stored only once all its files are in
-        report.copied.append(run_dir.name)
-    for folder in SHARED_CACHES:  # cached answers are keyed by what they answer: the store's own win
-        for path in sorted((source / folder).rglob("*")) if (source / folder).is_dir() else []:
-            destination = store_root / folder / path.relative_to(source / folder)
-            if _carried(path) and not destination.exists():
-                _copy(path, destination)
+        target = store_root / run_dir.name
+        local = _read(target / RESULT)
+        if local is not None:
+            if is_imported(local) and _sync(run_dir, target, _small_files(run_dir)[:-1]):
+                report.updated.append(run_dir.name)
+            else:
+                report.already_there.append(run_dir.name)
+            continue
+        lock = run_lock_for(target)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            refuse(run_dir.name, f"this store is training it right now ({holder(target)}); import again when it "
+                                 f"has finished (or let it finish: it trains the same run)")
+            continue
+        try:
+            if _has_weights(target):
+                refuse(run_dir.name, "this store holds an unfinished training of the same run (its checkpoints): "
+                                     "its weights would be read as the archived result's; let its sweep finish "
+                                     "it, or delete the directory and import again")
+                continue
+            _sync(run_dir, target, _small_files(run_dir)[:-1])
+            result = json.loads((run_dir / RESULT).read_text(encoding="utf-8"))
+            result.pop("run_dir", None)
+            if result.get("derived_from"):
+                result["derived_from"] = str(store_root / Path(result["derived_from"]).name)
+            result[IMPORTED] = {"from": str(run_dir), "at": stamp, "weights": False}
+            write_result(target / RESULT, result)  # last: the run counts as stored once all its files are in
+            report.copied.append(run_dir.name)
+        finally:
+            lock.release()
+    _sync_shared(source, store_root, overwrite=False)  # cached answers are keyed by what they answer
     return report
 
 

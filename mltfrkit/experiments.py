@@ -409,8 +409,12 @@ class Experiment:
 
         runs = of_this_dataset()
         if runs.empty:
-            self.store.ensure(self.spec(self.backbones[0], "mltfr", seed=self.seeds[0]))
+            default = self.store.ensure(self.spec(self.backbones[0], "mltfr", seed=self.seeds[0]))
             runs = of_this_dataset()
+            if runs.empty and default.get("imported"):
+                from mltfrkit.archive import refuse_if_imported
+
+                refuse_if_imported(default.get("derived_from") or default["run_dir"])  # says how to train it here
         return runs
 
     # -- Fig. 1 --------------------------------------------------------------------------

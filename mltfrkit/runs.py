@@ -261,12 +261,12 @@ def load_trained(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     from mltfrkit.store import read_result
 
     stored = read_result(recorded)  # None when missing or invalid (named in a warning): the checkpoints alone
+    if not (run_dir / "checkpoint.pt").exists() and stored and stored.get("derived_from"):
+        _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)  # refuses if that was imported
+        return spec_from_config(stored["config"]), split, model
     from mltfrkit.archive import refuse_if_imported
 
     refuse_if_imported(run_dir)  # an archived result has no weights, whatever checkpoints lie beside it
-    if not (run_dir / "checkpoint.pt").exists() and stored and stored.get("derived_from"):
-        _, split, model = load_trained(stored["derived_from"], data_dir, rounds=1)
-        return spec_from_config(stored["config"]), split, model
     if stored and stored.get("selected_round") == 1:  # round 1's checkpoint won over both rounds
         rounds = 1
     stages = [run_dir / "round1", run_dir / "round2"] if (run_dir / "round1").exists() else [run_dir]

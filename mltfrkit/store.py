@@ -282,7 +282,8 @@ class ResultStore:
         result = {**full["round1"], "config": spec.to_dict(split.source_sha256), "rounds": 1,
                   "consensus": "disabled", "stopped_early": full["round1"].get("stopped_early"),
                   "device": full.get("device"), "versions": full.get("versions"),
-                  "derived_from": full["run_dir"]}
+                  "derived_from": full["run_dir"],
+                  **({"imported": full["imported"]} if full.get("imported") else {})}  # no weights here either
         run_dir = self.run_dir(spec)
         write_result(run_dir / RESULT, result)
         if self.log:

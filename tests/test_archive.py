@@ -39,6 +39,9 @@ def trained(tmp_path_factory):
     (store.root / "pools").mkdir()
     (store.root / "pools" / "tiny-llm-answers.json").write_text('{"answers": [1, 2]}')
     (store.root / "pools" / "tiny-llm-answers.partial.json").write_text('{"answers": [1]}')
+    (store.root / "benchmarks").mkdir()
+    (store.root / "benchmarks" / "mltfr_overhead.json").write_text('{"ratio": 1.5}')
+    (store.root / "notes").mkdir()  # a user's own folder: not a run
     return data, store, specs, results
 
 
@@ -50,7 +53,8 @@ def test_export_then_import_answers_every_lookup_without_training(trained, tmp_p
     data, store, specs, results = trained
     report = export_results(store.root, tmp_path / "archive")
     assert sorted(report.copied) == names(results) and not report.refused
-    assert report.unfinished == [UNFINISHED] and list(report.left_out) == ["tiny-mixrec-search-00000000000000aa"]
+    assert report.unfinished == [UNFINISHED]
+    assert sorted(report.left_out) == ["notes", "tiny-mixrec-search-00000000000000aa"]
     version = tmp_path / "archive" / store.root.name
     archived = version / Path(results[0]["run_dir"]).name
     assert (archived / "result.json").exists() and (archived / "train.log").exists()
@@ -64,6 +68,7 @@ def test_export_then_import_answers_every_lookup_without_training(trained, tmp_p
     imported = import_results(tmp_path / "archive", other.root)
     assert sorted(imported.copied) == names(results) and not imported.refused
     assert (other.root / "pools" / "tiny-llm-answers.json").read_text() == '{"answers": [1, 2]}'
+    assert (other.root / "benchmarks" / "mltfr_overhead.json").exists()  # claim 7's measurement travels too
     for run_spec, original in zip(specs, results):
         answer = other.ensure(run_spec)
         assert answer["test"] == original["test"] and answer["epochs"] == original["epochs"]
@@ -82,13 +87,17 @@ def test_cached_tables_follow_the_run_and_answer_without_weights(trained, tmp_pa
     """A derived table computed after the first export (here MixRec's MRR of a backbone run) reaches the
     archive on the next export, and answers in the importing store, where the weights never go."""
     data, store, specs, results = trained
+    name = Path(results[1]["run_dir"]).name
     export_results(store.root, tmp_path / "archive")
+    other = tmp_path / "elsewhere" / store.root.name
+    import_results(tmp_path / "archive", other)  # before the table exists
+    (store.root / name / "mixrec_metrics.json").unlink(missing_ok=True)
     metrics = backbone_metrics(results[1]["run_dir"])
     report = export_results(store.root, tmp_path / "archive")
-    assert report.updated == [Path(results[1]["run_dir"]).name]
-    other = tmp_path / "elsewhere" / store.root.name
-    import_results(tmp_path / "archive", other)
-    assert backbone_metrics(other / Path(results[1]["run_dir"]).name) == metrics
+    assert report.updated == [name]
+    again = import_results(tmp_path / "archive", other)  # the imported run gets the table added since
+    assert again.updated == [name] and not again.copied
+    assert backbone_metrics(other / name) == metrics
     with pytest.raises(WeightsNotArchived):  # nothing cached for this one: it needs the model
         backbone_metrics(other / Path(results[0]["run_dir"]).name)
 
@@ -132,6 +141,35 @@ def test_the_stores_own_runs_win(trained, tmp_path):
     assert not (target / interrupted / "result.json").exists()
 
 
+def test_a_run_training_right_now_is_not_given_the_archived_result(trained, tmp_path):
+    import threading
+
+    from mltfrkit.locks import run_lock
+
+    data, store, specs, results = trained
+    export_results(store.root, tmp_path / "archive")
+    target = tmp_path / "target" / store.root.name
+    name = Path(results[0]["run_dir"]).name
+    holding, done = threading.Event(), threading.Event()
+
+    def train_elsewhere():  # another thread holds the run's lock, as a trainer does
+        with run_lock(target / name, log=None):
+            holding.set()
+            done.wait(30)
+
+    worker = threading.Thread(target=train_elsewhere)
+    worker.start()
+    try:
+        assert holding.wait(30)
+        with pytest.warns(ArchiveWarning, match="training it right now"):
+            report = import_results(tmp_path / "archive", target)
+    finally:
+        done.set()
+        worker.join()
+    assert list(report.refused) == [name] and not (target / name / "result.json").exists()
+    assert import_results(tmp_path / "archive", target).copied == [name]  # once it is free
+
+
 def test_weights_beside_an_imported_result_are_never_loaded(trained, tmp_path):
     data, store, specs, results = trained
     export_results(store.root, tmp_path / "archive")
@@ -159,6 +197,27 @@ def test_a_recorded_ablation_and_its_full_mltfr_run_travel_together(tiny_file, t
     assert moved["test"] == derived["test"] and Path(moved["derived_from"]) == other.run_dir(full)
     with pytest.raises(WeightsNotArchived):
         load_trained(moved["run_dir"])
+
+    # only the full run imported: the w/o SC run recorded from it here has no weights either
+    only_full = ResultStore(tmp_path / "only-full", progress=False, log=None)
+    shutil.copytree(Path(tmp_path / "archive" / store.root.name / other.run_dir(full).name),
+                    tmp_path / "full-only-archive" / store.root.name / other.run_dir(full).name)
+    import_results(tmp_path / "full-only-archive", only_full.root)
+    recorded = only_full.ensure(ablated)
+    assert recorded["imported"]["weights"] is False and only_full.records()["imported"].all()
+    from mltfrkit.inspector import mltfr_runs
+
+    assert mltfr_runs(only_full).empty
+
+    # the full run trained here (weights and all), its w/o SC run imported: that one loads, from round 1
+    local = ResultStore(tmp_path / "local", progress=False, log=None)
+    shutil.copytree(store.run_dir(full), local.run_dir(full))
+    shutil.copytree(tmp_path / "archive" / store.root.name / other.run_dir(ablated).name, tmp_path / "wo-archive"
+                    / store.root.name / other.run_dir(ablated).name)
+    import_results(tmp_path / "wo-archive", local.root)
+    _, _, model = load_trained(local.get(ablated)["run_dir"])
+    _, _, reference = load_trained(store.get(ablated)["run_dir"])
+    assert all((a == b).all() for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
 
 
 def test_another_code_versions_archive_is_named(tmp_path):

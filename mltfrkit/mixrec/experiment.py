@@ -360,9 +360,9 @@ class MixRecStudy:
             stored = frame[~frame["missing"]]
             row = {"model": model, "design": frame["design"].iloc[0], "seeds": len(stored),
                    "missing seeds": int(frame["missing"].sum())}
-            for column in SHOWN:
-                row[column] = float(stored[column].mean()) if len(stored) else np.nan
-                row[f"{column} std"] = float(stored[column].std(ddof=1)) if len(stored) > 1 else np.nan
+            for column in SHOWN:  # skipna=False: a seed without a figure (an imported run's MRR) empties the cell
+                row[column] = float(stored[column].mean(skipna=False)) if len(stored) else np.nan
+                row[f"{column} std"] = float(stored[column].std(ddof=1, skipna=False)) if len(stored) > 1 else np.nan
             common = [s for s in stored["seed"] if s in base.index]
             for column in SHOWN:
                 ours = stored.set_index("seed").loc[common, column].tolist()
