@@ -153,7 +153,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     dataset, profile and options) then reads everything from the store and trains nothing. With --plan,
     train nothing: print how many runs are stored, how many would be trained (counted as the sweep would
     train them) and an estimate of the time from the store's measured run times."""
-    from mltfrkit.executors import GridFailed
+    from mltfrkit.executors import GridDeferred, GridFailed
     from mltfrkit.experiments import Experiment
 
     exp = Experiment(args.dataset, data_dir=args.data_dir, profile=args.profile, backbones=args.backbones,
@@ -175,13 +175,42 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         plan = exp.plan(args.experiment, workers=args.workers, **options)
         print(plan.report(f"{args.experiment} on {exp.dataset}"))
         return 0
+    exp.store.finish_by = args.finish_by
     try:
         results = exp.sweep(args.experiment, **options)
     except GridFailed as failed:
         print(f"mltfrkit: error: {failed}", file=sys.stderr)
         return 1
+    except GridDeferred as deferred:
+        print(f"mltfrkit: {deferred}", file=sys.stderr)
+        return 3
     print(f"{args.experiment}: {len(results)} runs stored in {exp.store.root}")
     return 0
+
+
+def finish_by_time(text: str, now: float | None = None) -> float:
+    """argparse type for --finish-by: ``+90m`` / ``+2h`` / ``+45s`` from now, ``HH:MM`` (local time, its next
+    occurrence) or an ISO date-time; returns a ``time.time()``."""
+    import datetime as _dt
+    import re
+    import time
+
+    now = time.time() if now is None else now
+    text = text.strip()
+    relative = re.fullmatch(r"\+(\d+(?:\.\d+)?)([smh])", text)
+    if relative:
+        return now + float(relative.group(1)) * {"s": 1, "m": 60, "h": 3600}[relative.group(2)]
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    try:
+        if clock:
+            today = _dt.datetime.fromtimestamp(now)
+            when = today.replace(hour=int(clock.group(1)), minute=int(clock.group(2)), second=0, microsecond=0)
+            return (when if when.timestamp() > now else when + _dt.timedelta(days=1)).timestamp()
+        return _dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected +90m / +2h (from now), HH:MM (local time) or an ISO date-time "
+                                     f"such as 2026-12-02T08:50, got {text!r}")
 
 
 def _llms(text: str | None):
@@ -362,6 +391,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ours (validation selects) or authors (the paper as its authors ran it; test-selected)")
     sweep.add_argument("--device", default="auto")
     sweep.add_argument("--runs-dir", default=None, help="the result store's root (default: $MLTFR_RUNS_DIR, else <cache>/runs)")
+    sweep.add_argument("--finish-by", type=finish_by_time, default=None, metavar="TIME",
+                       help="a time budget: start no run that would end after TIME by its estimate from the stored "
+                            "runs (or after TIME at all); runs in flight finish, the rest wait for the next sweep "
+                            "(exit code 3). TIME: +90m, +2h, HH:MM (local) or an ISO date-time")
     sweep.add_argument("--executor", choices=EXECUTORS, default="auto",
                        help="local: this process, one run after another; processes: WORKERS processes on this machine; "
                             "ray: a Ray task per run (local, or the cluster at --ray-address); auto (default): "

@@ -72,6 +72,51 @@ class RunJob:
     run_dir: str  # where the driver expects the run: the worker checks it computes the same
     store_id: str | None = None  # the driver's token in <root>/.store-id: proves the worker sees this store
     threads: int | None = None
+    finish_by: float | None = None  # time.time() by which the grid is to be done: a run is not started later
+    estimate: float | None = None  # this run's estimated seconds (mltfrkit.plan): not started unless it fits
+
+
+@dataclass
+class RunDeferred:
+    """A run not started because the grid's finish-by time left no room for it (it would have run past
+    it by its estimate, or the time had passed): nothing of it was written; the next request trains it."""
+
+    spec: "RunSpec"
+    run_dir: str
+    reason: str
+
+
+def deferral(job: RunJob, now: float | None = None) -> str | None:
+    """Why ``job`` must not start now under its finish-by time (None: it may). A run with an estimate starts
+    only if it is expected to end in time; one without starts while the time has not passed (it may then end
+    later: there is nothing to tell its length by)."""
+    if job.finish_by is None:
+        return None
+    import datetime as _dt
+    import math
+    import time
+
+    now = time.time() if now is None else now
+    deadline = _dt.datetime.fromtimestamp(job.finish_by).strftime("%H:%M")
+    left = job.finish_by - now
+    if left <= 0:
+        return f"the finish-by time ({deadline}) had passed when a worker was free"
+    estimate = job.estimate
+    if estimate is None or not math.isfinite(estimate):
+        estimate = current_estimate(job)  # runs finished since the grid started (a store that began empty)
+    if math.isfinite(estimate) and estimate > left:
+        return f"estimated at {estimate / 60:.0f} min, with {left / 60:.0f} min left before the finish-by time ({deadline})"
+    return None
+
+
+def current_estimate(job: RunJob) -> float:
+    """``job``'s estimated seconds from the runs stored in its store now (:mod:`mltfrkit.plan`; NaN: none alike)."""
+    from mltfrkit.plan import Estimator, cost_fields, timed_runs
+
+    try:
+        return Estimator(timed_runs(job.root)).estimate(cost_fields(job.spec.to_dict()))[0]
+    except (OSError, ValueError, KeyError):  # advice only: a store or spec it cannot read leaves the run unestimated
+        return float("nan")
 
 
 @dataclass
@@ -88,6 +133,17 @@ class RunFailure:
 
     def describe(self) -> str:
         return f"{describe_spec(self.spec)}: {self.error}\n    log: {self.log_path}"
+
+
+class GridDeferred(RuntimeError):
+    """The finish-by time came before every run of a grid could start: the runs that finished are stored,
+    ``deferred`` were not started (nothing of them was written); running the grid again trains them."""
+
+    def __init__(self, desc: str, deferred: list[RunDeferred], results: list):
+        self.deferred, self.results = deferred, results
+        done = sum(result is not None for result in results)
+        super().__init__(f"{desc}: stopped at the finish-by time with {len(deferred)} run(s) not started "
+                         f"({done} of {len(results)} results stored); run the same command again to train the rest")
 
 
 class GridFailed(RuntimeError):
@@ -142,6 +198,9 @@ def train_job(job: RunJob) -> dict:
     """Train one run in a worker: check the store, load the split, train with the lock held, log to
     ``<run dir>/train.log``. Errors come back as :class:`RunError` with the traceback in the log."""
     check_store_visible(job.root, job.store_id)
+    reason = deferral(job)
+    if reason:  # before the log is touched: the process pool tells started runs by their log's growth
+        return RunDeferred(job.spec, job.run_dir, reason)
     if job.threads:
         import torch
 
@@ -179,7 +238,7 @@ def _init_worker(threads: int | None) -> None:
 
 
 # -- executors ------------------------------------------------------------------------------------
-Outcome = tuple[int, "dict | RunFailure"]
+Outcome = tuple[int, "dict | RunFailure | RunDeferred"]
 
 
 def rough_cost(spec: "RunSpec") -> float:
@@ -228,6 +287,10 @@ class LocalExecutor:
             torch.set_num_threads(self.threads)
         try:
             for index, job in enumerate(jobs):
+                reason = deferral(job)
+                if reason:
+                    yield index, RunDeferred(job.spec, job.run_dir, reason)
+                    continue
                 try:
                     yield index, store.train_here(job.spec)
                 except Exception as error:

@@ -84,13 +84,15 @@ class TimedRun:
     fields: dict
 
 
-def timed_runs(store: "ResultStore") -> list[TimedRun]:
-    """Every stored run of ``store`` with a positive measured ``seconds``. A w/o SC run recorded from a
-    full run carries that run's round 1 time: what training it alone takes (the same computation)."""
-    from mltfrkit.store import read_result
+def timed_runs(store: "ResultStore | str | Path") -> list[TimedRun]:
+    """Every stored run of ``store`` (or of a store's version folder) with a positive measured ``seconds``. A
+    w/o SC run recorded from a full run carries that run's round 1 time: what training it alone takes (the
+    same computation)."""
+    from mltfrkit.store import RESULT, read_result
 
+    files = store.result_files() if hasattr(store, "result_files") else sorted(Path(store).glob(f"*/{RESULT}"))
     runs = []
-    for path in store.result_files():
+    for path in files:
         result = read_result(path)  # an invalid file is skipped, with a warning naming it
         seconds = None if result is None else result.get("seconds")
         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:

@@ -26,7 +26,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from mltfrkit.data import load_dataset
-from mltfrkit.executors import LOG_FILE, GridFailed, RunFailure, RunJob, make_executor, store_id
+from mltfrkit.executors import (LOG_FILE, GridDeferred, GridFailed, RunDeferred, RunFailure, RunJob, make_executor,
+                                store_id)
 from mltfrkit.runs import RunSpec, run_dir_for, run_training, store_root
 from mltfrkit.train import TrainConfig, write_result
 
@@ -162,6 +163,7 @@ class ResultStore:
         # Who trains the missing runs of ensure_many: a name (local, processes, ray, auto) or an executor
         # from mltfrkit.executors.make_executor (with its workers / threads / Ray address).
         self.executor = make_executor(executor)
+        self.finish_by: float | None = None  # ensure_many's default finish-by time (time.time()); None: no limit
         self._splits: dict[str, object] = {}
 
     def __repr__(self) -> str:
@@ -356,7 +358,8 @@ class ResultStore:
                     break
         return needs
 
-    def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs", executor=None) -> list[dict]:
+    def ensure_many(self, specs: Iterable[RunSpec], desc: str = "runs", executor=None,
+                    finish_by: float | None = None) -> list[dict]:
         """Results for several specs, in order. Stored runs are read (never sent anywhere); the missing
         ones go to the executor (``executor``, else the store's), with one progress bar over runs.
 
@@ -364,7 +367,14 @@ class ResultStore:
         same grid, is recorded from that full run's round 1 instead of being trained (:meth:`needs`
         decides; :meth:`plan` counts the same way without training). When runs fail, the others still
         finish and :class:`~mltfrkit.executors.GridFailed` names each failed run and its log (running
-        the grid again retries only those)."""
+        the grid again retries only those).
+
+        ``finish_by`` (a ``time.time()``; else the store's ``finish_by``, None: no limit): a worker does not
+        start a run whose estimate (:mod:`mltfrkit.plan`, the stored runs' measured times) would take it past
+        that time, nor any run once it has passed; runs in flight finish. The runs not started raise
+        :class:`~mltfrkit.executors.GridDeferred` at the end (after the rest are stored): a budget for a
+        session, so that no run is cut off half-trained."""
+        finish_by = self.finish_by if finish_by is None else finish_by
         needs = self.needs(specs)
         specs = needs.specs
         executor = self.executor if executor is None else make_executor(executor)
@@ -387,6 +397,8 @@ class ResultStore:
                      f" with {executor!r} in "
                      f"{self.root}")
         failures: list[RunFailure] = []
+        deferred: list[RunDeferred] = []
+        estimate = self._estimates() if finish_by is not None else None
         # Runs a plain-patience run of this grid may answer wait for the first pass (needs.deferred).
         waiting_for_answer = {run_dir: to_train.pop(run_dir) for run_dir in needs.deferred}
         answerable_later = {run_dir: derived_later.pop(run_dir) for run_dir in list(derived_later)
@@ -412,13 +424,17 @@ class ResultStore:
             self.root.mkdir(parents=True, exist_ok=True)
             token = store_id(self.root) if executor.remote else None
             order = list(to_train)
-            jobs = [RunJob(job_specs[d], str(self.root), _as_str(self.data_dir), str(d), token) for d in order]
+            jobs = [RunJob(job_specs[d], str(self.root), _as_str(self.data_dir), str(d), token, finish_by=finish_by,
+                           estimate=estimate(job_specs[d]) if estimate else None) for d in order]
             bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not self.progress)
             undecided: dict[Path, list[int]] = {}  # w/o SC whose full run had no round 1 to record
             try:
                 for position, outcome in executor.run(jobs, self):
                     run_dir = order[position]
-                    if isinstance(outcome, RunFailure):
+                    if isinstance(outcome, RunDeferred):
+                        deferred.append(outcome)
+                        bar.set_postfix(deferred=len(deferred), refresh=False)
+                    elif isinstance(outcome, RunFailure):
                         failures.append(outcome)
                         failures += [RunFailure(specs[i], str(run_dirs[i]), "its full run failed")
                                      for i in derived_later.get(run_dir, [])]
@@ -438,9 +454,21 @@ class ResultStore:
         if failures:
             error = GridFailed(desc, failures, results)
             if self.log:
+                self.log(str(error) + (f"\n({len(deferred)} run(s) not started: the finish-by time)" if deferred else ""))
+            raise error
+        if deferred:
+            error = GridDeferred(desc, deferred, results)
+            if self.log:
                 self.log(str(error))
             raise error
         return results
+
+    def _estimates(self) -> Callable[[RunSpec], float]:
+        """Each run's estimated seconds from this store's measured runs (NaN: nothing to estimate from)."""
+        from mltfrkit.plan import Estimator, cost_fields, timed_runs
+
+        estimator = Estimator(timed_runs(self))
+        return lambda spec: estimator.estimate(cost_fields(spec.to_dict(self.split(spec.dataset).source_sha256)))[0]
 
     def plan(self, specs: Iterable[RunSpec], workers: int | None = None):
         """What training ``specs`` would take here, training nothing and writing nothing: a

@@ -473,3 +473,73 @@ def test_parallel_executors_start_the_costliest_runs_first(tiny_file):
              RunSpec(str(tiny_file), train=train, schedule="two_round")]
     jobs = [RunJob(spec, "root", None, f"dir{index}", None) for index, spec in enumerate(specs)]
     assert longest_first(jobs) == [1, 3, 0, 2]
+
+
+# -- a time budget: --finish-by ----------------------------------------------------------------------
+def test_deferral_reads_the_estimate_and_the_time_left(tiny_file):
+    from mltfrkit.executors import deferral
+
+    job = RunJob(spec(tiny_file), "root", None, "run", finish_by=1_000.0)
+    assert deferral(job, now=999.0) is None  # no estimate: starts while the time has not passed
+    assert "had passed" in deferral(job, now=1_000.0)
+    job.estimate = 600.0
+    assert deferral(job, now=300.0) is None  # 600 s fit in 700 s
+    assert "estimated at 10 min, with 8 min left" in deferral(job, now=500.0)
+    job.estimate = float("nan")  # nothing to estimate from: treated as unknown
+    assert deferral(job, now=500.0) is None
+    assert deferral(RunJob(spec(tiny_file), "root", None, "run"), now=1e12) is None  # no budget
+
+
+@pytest.mark.parametrize("executor", ["local", ProcessExecutor(workers=2, threads=1)], ids=["local", "processes"])
+def test_a_finish_by_time_starts_only_runs_that_fit_and_the_next_sweep_trains_the_rest(tiny_file, tmp_path,
+                                                                                      executor):
+    from mltfrkit.executors import GridDeferred
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None, executor=executor)
+    long_run, short_run = spec(tiny_file, seed=1), spec(tiny_file, seed=0)
+    store._estimates = lambda: (lambda s: 10_000.0 if s.train.seed == 1 else 1.0)  # what the stored times would say
+    with pytest.raises(GridDeferred) as caught:
+        store.ensure_many([long_run, short_run], finish_by=time.time() + 600)
+    assert [d.spec.train.seed for d in caught.value.deferred] == [1]
+    assert caught.value.results[0] is None and caught.value.results[1]["test"]
+    assert not store.run_dir(long_run).exists() or not any(store.run_dir(long_run).iterdir())  # nothing written
+    assert "1 run(s) not started (1 of 2 results stored)" in str(caught.value)
+
+    from mltfrkit.executors import deferral
+
+    unestimated = RunJob(spec(tiny_file, seed=7), str(store.root), None, "run", finish_by=time.time() + 3600)
+    stored_seconds = caught.value.results[1]["seconds"]
+    assert deferral(unestimated, now=unestimated.finish_by - stored_seconds * 2) is None
+    assert "estimated at" in deferral(unestimated, now=unestimated.finish_by - stored_seconds / 2)  # from the store
+
+    store.finish_by = time.time() - 1  # the store's default budget, already spent: nothing starts
+    with pytest.raises(GridDeferred):
+        store.ensure_many([long_run, short_run])
+    store.finish_by = None
+    results = store.ensure_many([long_run, short_run])  # no budget: the deferred run trains now
+    assert results[0]["config"]["train"]["seed"] == 1 and results[1]["test"] == caught.value.results[1]["test"]
+
+
+def test_finish_by_on_the_command_line(tiny_file, tmp_path, monkeypatch, capsys):
+    import argparse
+    import datetime as dt
+
+    from mltfrkit.cli import finish_by_time, main
+
+    assert finish_by_time("+90m", now=0.0) == 5400.0 and finish_by_time("+2h", now=10.0) == 7210.0
+    now = dt.datetime(2026, 12, 2, 9, 30).timestamp()
+    assert finish_by_time("08:50", now=now) == dt.datetime(2026, 12, 3, 8, 50).timestamp()  # its next occurrence
+    assert finish_by_time("10:05", now=now) == dt.datetime(2026, 12, 2, 10, 5).timestamp()
+    assert finish_by_time("2026-12-02T08:50", now=now) == dt.datetime(2026, 12, 2, 8, 50).timestamp()
+    with pytest.raises(argparse.ArgumentTypeError, match="HH:MM"):
+        finish_by_time("soon")
+    from test_store import SOURCES, link_cached_inputs
+
+    link_cached_inputs(SOURCES)
+    command = ["sweep", "table2", "--dataset", str(tiny_file), "--backbones", "sasrec", "--seeds", "0", "--epochs", "1",
+               "--llms", ",".join(SOURCES), "--device", "cpu", "--runs-dir", str(tmp_path / "runs"), "--executor",
+               "local", "--no-progress", "--plugin-set", "max_vocab=300", "--plugin-set", "n_experts=2",
+               "--finish-by", "2000-01-01T00:00"]
+    code = main(command)
+    assert code == 3 and "run the same command again to train the rest" in capsys.readouterr().err
+    assert not list((tmp_path / "runs").rglob("result.json"))
