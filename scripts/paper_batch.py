@@ -1,0 +1,95 @@
+#!/usr/bin/env python
+"""The paper-profile batch behind issue 15's ladder and issue 20's claims, a session at a time.
+
+    python scripts/paper_batch.py --finish-by 08:50            # import results/, train in order until 08:50, export
+    python scripts/paper_batch.py --plan                       # what each grid still needs (trains nothing)
+    python scripts/paper_batch.py --only claims-ml-100k-ours   # one grid of the queue
+
+The whole batch is about a day of compute on a 2-core laptop, more than one machine keeps its store, so each
+invocation (1) imports the committed result archive (``results/``, README "The result archive") into the store,
+(2) runs the grids of :data:`QUEUE` in order with ``mltfrkit sweep ... --finish-by``, so that no run is cut off
+half-trained, stopping at the first grid the time budget ends in, and (3) exports every finished run back to the
+archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
+
+The queue's order: the reproduction-gap ladder on Pantry first (issue 15), then the claims grid of each dataset,
+ml-100k first (cheapest: Fig. 1 and Fig. 3 at the paper profile there soonest), our configuration before the
+authors' test-selected one. The settings are those of the notebooks that read the runs (``reproduction_gap.ipynb``
+with SASRec and BERT4Rec, ``claims.ipynb``'s defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+COMMON = ["--profile", "paper", "--plugin-set", "max_vocab=2000"]
+FOCUS = ["--backbones", "sasrec", "bert4rec"]
+QUEUE: dict[str, list[str]] = {
+    "ladder-Pantry": ["reproduction_gap", "--dataset", "Pantry", *FOCUS],
+    "claims-ml-100k-ours": ["claims", "--dataset", "ml-100k", "--configuration", "ours"],
+    "claims-Pantry-ours": ["claims", "--dataset", "Pantry", "--configuration", "ours"],
+    "claims-Beauty-ours": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "ours"],
+    "claims-ml-100k-authors": ["claims", "--dataset", "ml-100k", "--configuration", "authors"],
+    "claims-Pantry-authors": ["claims", "--dataset", "Pantry", "--configuration", "authors"],
+    "claims-Beauty-authors": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "authors"],
+}
+DEFERRED = 3  # mltfrkit sweep's exit code when the finish-by time stopped it
+
+
+def mltfrkit(*args: str) -> int:
+    command = [sys.executable, "-m", "mltfrkit", *args]
+    print("$ mltfrkit " + " ".join(args), flush=True)
+    return subprocess.run(command, cwd=REPO).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--finish-by", default=None, help="sweep --finish-by: +2h, HH:MM, an ISO date-time")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--archive", default=str(REPO / "results"), help="the result archive (default: results/)")
+    parser.add_argument("--runs-dir", default=None, help="the result store's root (default: $MLTFR_RUNS_DIR)")
+    parser.add_argument("--only", nargs="+", choices=list(QUEUE), default=None, help="these grids, in queue order")
+    parser.add_argument("--workers", default="2")
+    parser.add_argument("--threads", default="1")
+    parser.add_argument("--plan", action="store_true", help="print each grid's plan; train, import and export nothing")
+    args = parser.parse_args(argv)
+
+    store = ["--runs-dir", args.runs_dir] if args.runs_dir else []
+    grids = [name for name in QUEUE if args.only is None or name in args.only]
+    sweep_options = ["--data-dir", args.data_dir, *COMMON, *store, "--executor", "processes",
+                     "--workers", args.workers, "--threads", args.threads]
+    if args.plan:
+        for name in grids:
+            mltfrkit("sweep", *QUEUE[name], *sweep_options, "--plan")
+        return 0
+    if Path(args.archive).is_dir():
+        if mltfrkit("store", "import", args.archive, *store) != 0:
+            return 2
+    outcome, failed = 0, []
+    try:
+        for name in grids:
+            code = mltfrkit("sweep", *QUEUE[name], *sweep_options,
+                            *(["--finish-by", args.finish_by] if args.finish_by else []))
+            if code == DEFERRED:
+                print(f"{name}: the time budget ended in this grid; the next invocation continues here", flush=True)
+                outcome = DEFERRED
+                break
+            if code != 0:  # failed runs fail alone: the sweep named them; the next grids still train
+                failed.append(name)
+        else:
+            print("every grid of the queue is stored", flush=True)
+    finally:
+        os.makedirs(args.archive, exist_ok=True)
+        mltfrkit("store", "export", args.archive, *store)
+    if failed:
+        print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return outcome
+
+
+if __name__ == "__main__":
+    sys.exit(main())
