@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 import zipfile
@@ -180,7 +181,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         results = exp.sweep(args.experiment, **options)
     except GridFailed as failed:
         print(f"mltfrkit: error: {failed}", file=sys.stderr)
-        return 1
+        return 3 if failed.deferred else 1  # 3: the time budget left runs to do (the failed ones are named)
     except GridDeferred as deferred:
         print(f"mltfrkit: {deferred}", file=sys.stderr)
         return 3
@@ -474,14 +475,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     ours = LIBRARY_ERRORS + VOCAB_ERRORS + (StoreNotVisible, ImportError)  # ImportError: a missing extra
     debug = args.debug or os.environ.get("MLTFR_DEBUG", "") not in ("", "0")
+    previous = _terminate_like_interrupt()
     try:
         return args.func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug:
             traceback.print_exc()
-        print("mltfrkit: interrupted; re-run the same command to resume (every finished epoch is checkpointed)",
+        how = "terminated" if isinstance(interrupt, Terminated) else "interrupted"
+        print(f"mltfrkit: {how}; re-run the same command to resume (every finished epoch is checkpointed)",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(interrupt, Terminated) else 130
     except ours + OTHER_ERRORS as error:
         if debug:
             traceback.print_exc()
@@ -491,6 +494,27 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{type(error).__name__}: {first} (run with --debug or MLTFR_DEBUG=1 for the traceback)"
         print(f"mltfrkit: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit, ``kill``, a batch script stopping its sweep), raised where Ctrl-C would
+    be: a sweep then stops its workers and leaves every run resumable, instead of dying with workers left over."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _terminate_like_interrupt():
+    """Make SIGTERM raise :class:`Terminated` in this (main) thread; returns the handler it replaced (None: not
+    the main thread, where handlers cannot be set)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:
+        return None
 
 
 if __name__ == "__main__":

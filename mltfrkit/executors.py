@@ -73,7 +73,9 @@ class RunJob:
     store_id: str | None = None  # the driver's token in <root>/.store-id: proves the worker sees this store
     threads: int | None = None
     finish_by: float | None = None  # time.time() by which the grid is to be done: a run is not started later
+    finish_by_text: str = ""  # that time as the driver's user wrote it / reads it (its local time)
     estimate: float | None = None  # this run's estimated seconds (mltfrkit.plan): not started unless it fits
+    cost: dict | None = None  # its mltfrkit.plan.cost_fields, computed by the driver: a worker re-estimates from them
 
 
 @dataclass
@@ -97,7 +99,7 @@ def deferral(job: RunJob, now: float | None = None) -> str | None:
     import time
 
     now = time.time() if now is None else now
-    deadline = _dt.datetime.fromtimestamp(job.finish_by).strftime("%H:%M")
+    deadline = job.finish_by_text or _dt.datetime.fromtimestamp(job.finish_by).strftime("%H:%M")
     left = job.finish_by - now
     if left <= 0:
         return f"the finish-by time ({deadline}) had passed when a worker was free"
@@ -110,12 +112,15 @@ def deferral(job: RunJob, now: float | None = None) -> str | None:
 
 
 def current_estimate(job: RunJob) -> float:
-    """``job``'s estimated seconds from the runs stored in its store now (:mod:`mltfrkit.plan`; NaN: none alike)."""
-    from mltfrkit.plan import Estimator, cost_fields, timed_runs
+    """``job``'s estimated seconds from the runs stored in its store now (:mod:`mltfrkit.plan`; NaN: none alike,
+    or no cost fields from the driver). Reads result files only: never a token table or the data."""
+    if job.cost is None:
+        return float("nan")
+    from mltfrkit.plan import Estimator, timed_runs
 
     try:
-        return Estimator(timed_runs(job.root)).estimate(cost_fields(job.spec.to_dict()))[0]
-    except (OSError, ValueError, KeyError):  # advice only: a store or spec it cannot read leaves the run unestimated
+        return Estimator(timed_runs(job.root)).estimate(job.cost)[0]
+    except Exception:  # advice only: whatever it cannot read leaves the run unestimated, never failed
         return float("nan")
 
 
@@ -148,12 +153,14 @@ class GridDeferred(RuntimeError):
 
 class GridFailed(RuntimeError):
     """Some runs of a grid failed (the others finished and are stored). ``results`` holds every
-    finished result in the grid's order, None where a run failed; ``failures`` the failed runs."""
+    finished result in the grid's order, None where a run failed or was not started; ``failures`` the failed
+    runs, ``deferred`` those the finish-by time left unstarted."""
 
-    def __init__(self, desc: str, failures: list[RunFailure], results: list):
-        self.failures, self.results = failures, results
-        lines = [f"{desc}: {len(failures)} of {len(results)} run(s) failed (the other runs are stored; "
-                 f"run the grid again to retry only the failed ones):"]
+    def __init__(self, desc: str, failures: list[RunFailure], results: list, deferred: list | None = None):
+        self.failures, self.results, self.deferred = failures, results, list(deferred or [])
+        later = (f"; {len(self.deferred)} not started at the finish-by time" if self.deferred else "")
+        lines = [f"{desc}: {len(failures)} of {len(results)} run(s) failed (the runs that finished are stored{later}; "
+                 f"run the grid again to retry only the failed ones and train the rest):"]
         lines += [f"  {failure.describe()}" for failure in failures]
         super().__init__("\n".join(lines))
 

@@ -398,7 +398,7 @@ class ResultStore:
                      f"{self.root}")
         failures: list[RunFailure] = []
         deferred: list[RunDeferred] = []
-        estimate = self._estimates() if finish_by is not None else None
+        budget = self._budget(finish_by)
         # Runs a plain-patience run of this grid may answer wait for the first pass (needs.deferred).
         waiting_for_answer = {run_dir: to_train.pop(run_dir) for run_dir in needs.deferred}
         answerable_later = {run_dir: derived_later.pop(run_dir) for run_dir in list(derived_later)
@@ -424,8 +424,8 @@ class ResultStore:
             self.root.mkdir(parents=True, exist_ok=True)
             token = store_id(self.root) if executor.remote else None
             order = list(to_train)
-            jobs = [RunJob(job_specs[d], str(self.root), _as_str(self.data_dir), str(d), token, finish_by=finish_by,
-                           estimate=estimate(job_specs[d]) if estimate else None) for d in order]
+            jobs = [RunJob(job_specs[d], str(self.root), _as_str(self.data_dir), str(d), token, **budget(job_specs[d]))
+                    for d in order]
             bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not self.progress)
             undecided: dict[Path, list[int]] = {}  # w/o SC whose full run had no round 1 to record
             try:
@@ -433,12 +433,12 @@ class ResultStore:
                     run_dir = order[position]
                     if isinstance(outcome, RunDeferred):
                         deferred.append(outcome)
-                        bar.set_postfix(deferred=len(deferred), refresh=False)
+                        bar.set_postfix(failed=len(failures), deferred=len(deferred), refresh=False)
                     elif isinstance(outcome, RunFailure):
                         failures.append(outcome)
                         failures += [RunFailure(specs[i], str(run_dirs[i]), "its full run failed")
                                      for i in derived_later.get(run_dir, [])]
-                        bar.set_postfix(failed=len(failures), refresh=False)
+                        bar.set_postfix(failed=len(failures), deferred=len(deferred), refresh=False)
                     else:
                         outcome = {**outcome, "run_dir": str(run_dir)}
                         for index in to_train[run_dir]:
@@ -452,9 +452,9 @@ class ResultStore:
                 bar.close()
             to_train, derived_later = undecided, {}
         if failures:
-            error = GridFailed(desc, failures, results)
+            error = GridFailed(desc, failures, results, deferred)
             if self.log:
-                self.log(str(error) + (f"\n({len(deferred)} run(s) not started: the finish-by time)" if deferred else ""))
+                self.log(str(error))
             raise error
         if deferred:
             error = GridDeferred(desc, deferred, results)
@@ -463,12 +463,31 @@ class ResultStore:
             raise error
         return results
 
-    def _estimates(self) -> Callable[[RunSpec], float]:
-        """Each run's estimated seconds from this store's measured runs (NaN: nothing to estimate from)."""
-        from mltfrkit.plan import Estimator, cost_fields, timed_runs
+    def _budget(self, finish_by: float | None) -> Callable[[RunSpec], dict]:
+        """The finish-by fields of each run's job: the time, as this (the driver's) clock shows it, the run's
+        cost fields and its estimate from this store's measured runs now (:meth:`_estimates`; a worker
+        re-estimates from the cost fields when a run starts, counting the runs finished meanwhile)."""
+        if finish_by is None:
+            return lambda spec: {}
+        import datetime as _dt
+
+        from mltfrkit.plan import cost_fields
+
+        text = _dt.datetime.fromtimestamp(finish_by).strftime("%H:%M")
+        estimate = self._estimates()
+
+        def fields(spec: RunSpec) -> dict:
+            cost = cost_fields(spec.to_dict(self.split(spec.dataset).source_sha256))
+            return {"finish_by": finish_by, "finish_by_text": text, "cost": cost, "estimate": estimate(cost)}
+
+        return fields
+
+    def _estimates(self) -> Callable[[dict], float]:
+        """A run's estimated seconds from its cost fields and this store's measured runs (NaN: none alike)."""
+        from mltfrkit.plan import Estimator, timed_runs
 
         estimator = Estimator(timed_runs(self))
-        return lambda spec: estimator.estimate(cost_fields(spec.to_dict(self.split(spec.dataset).source_sha256)))[0]
+        return lambda cost: estimator.estimate(cost)[0]
 
     def plan(self, specs: Iterable[RunSpec], workers: int | None = None):
         """What training ``specs`` would take here, training nothing and writing nothing: a

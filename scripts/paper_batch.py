@@ -20,9 +20,10 @@ with SASRec and BERT4Rec, ``claims.ipynb``'s defaults: six backbones for Table 2
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,10 +41,50 @@ QUEUE: dict[str, list[str]] = {
 DEFERRED = 3  # mltfrkit sweep's exit code when the finish-by time stopped it
 
 
+STOP_GRACE = 120  # seconds a sweep gets to stop its workers when the batch is stopped
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM to the batch (a session's end, a scheduler): handled as Ctrl-C, so the archive is still written."""
+
+
+def _stop(signum, frame):
+    raise Stopped()
+
+
 def mltfrkit(*args: str) -> int:
+    """``mltfrkit ARGS`` in a child process. Stopped (Ctrl-C, SIGTERM), the batch passes SIGTERM on and waits
+    for the child to stop its workers (mltfrkit handles SIGTERM as Ctrl-C): every run is left resumable and
+    every finished one stored before the export."""
     command = [sys.executable, "-m", "mltfrkit", *args]
     print("$ mltfrkit " + " ".join(args), flush=True)
-    return subprocess.run(command, cwd=REPO).returncode
+    child = subprocess.Popen(command, cwd=REPO)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.terminate()
+        try:
+            child.wait(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        raise
+
+
+def budget(text: str | None) -> tuple[float | None, list[str]]:
+    """``--finish-by`` read once, as the time it means now (so ``+2h`` and ``08:50`` mean one moment for the
+    whole queue, not a fresh budget per grid), and the sweep option that passes that moment on."""
+    if text is None:
+        return None, []
+    import datetime as _dt
+
+    from mltfrkit.cli import finish_by_time
+
+    try:
+        moment = finish_by_time(text)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"paper_batch.py: --finish-by: {error}") from None
+    return moment, ["--finish-by", _dt.datetime.fromtimestamp(moment).isoformat(timespec="seconds")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,22 +99,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plan", action="store_true", help="print each grid's plan; train, import and export nothing")
     args = parser.parse_args(argv)
 
+    from mltfrkit.runs import store_root
+
     store = ["--runs-dir", args.runs_dir] if args.runs_dir else []
     grids = [name for name in QUEUE if args.only is None or name in args.only]
+    finish_by, finish_flag = budget(args.finish_by)
     sweep_options = ["--data-dir", args.data_dir, *COMMON, *store, "--executor", "processes",
                      "--workers", args.workers, "--threads", args.threads]
     if args.plan:
         for name in grids:
             mltfrkit("sweep", *QUEUE[name], *sweep_options, "--plan")
         return 0
-    if Path(args.archive).is_dir():
+    root = store_root(args.runs_dir)
+    if (Path(args.archive) / root.name).is_dir():  # a first session has nothing to import
         if mltfrkit("store", "import", args.archive, *store) != 0:
             return 2
+    previous = signal.signal(signal.SIGTERM, _stop)
     outcome, failed = 0, []
     try:
         for name in grids:
-            code = mltfrkit("sweep", *QUEUE[name], *sweep_options,
-                            *(["--finish-by", args.finish_by] if args.finish_by else []))
+            if finish_by is not None and time.time() >= finish_by:
+                print(f"{name}: not started, the finish-by time has passed; the next invocation continues here")
+                outcome = DEFERRED
+                break
+            code = mltfrkit("sweep", *QUEUE[name], *sweep_options, *finish_flag)
             if code == DEFERRED:
                 print(f"{name}: the time budget ended in this grid; the next invocation continues here", flush=True)
                 outcome = DEFERRED
@@ -83,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("every grid of the queue is stored", flush=True)
     finally:
-        os.makedirs(args.archive, exist_ok=True)
-        mltfrkit("store", "export", args.archive, *store)
+        signal.signal(signal.SIGTERM, previous)
+        exported = 0 if not root.is_dir() else mltfrkit("store", "export", args.archive, *store)
+    if exported != 0:
+        print(f"paper_batch.py: the export to {args.archive} failed (above): the finished runs are in {root} only; "
+              f"run `mltfrkit store export {args.archive}` before this machine goes", file=sys.stderr)
+        return 2
     if failed:
         print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -496,8 +496,8 @@ def test_a_finish_by_time_starts_only_runs_that_fit_and_the_next_sweep_trains_th
     from mltfrkit.executors import GridDeferred
 
     store = ResultStore(tmp_path / "runs", progress=False, log=None, executor=executor)
-    long_run, short_run = spec(tiny_file, seed=1), spec(tiny_file, seed=0)
-    store._estimates = lambda: (lambda s: 10_000.0 if s.train.seed == 1 else 1.0)  # what the stored times would say
+    long_run, short_run = spec(tiny_file, seed=1, epochs=4), spec(tiny_file, seed=0)
+    store._estimates = lambda: (lambda cost: 10_000.0 if cost["epochs"] == 4 else 1.0)  # as stored times would say
     with pytest.raises(GridDeferred) as caught:
         store.ensure_many([long_run, short_run], finish_by=time.time() + 600)
     assert [d.spec.train.seed for d in caught.value.deferred] == [1]
@@ -507,7 +507,11 @@ def test_a_finish_by_time_starts_only_runs_that_fit_and_the_next_sweep_trains_th
 
     from mltfrkit.executors import deferral
 
-    unestimated = RunJob(spec(tiny_file, seed=7), str(store.root), None, "run", finish_by=time.time() + 3600)
+    from mltfrkit.plan import cost_fields
+
+    unestimated = RunJob(spec(tiny_file, seed=7), str(store.root), None, "run", finish_by=time.time() + 3600,
+                         cost=cost_fields(spec(tiny_file, seed=7).to_dict()))
+    assert deferral(RunJob(spec(tiny_file), str(store.root), None, "run", finish_by=1.0), now=0.5) is None  # no cost
     stored_seconds = caught.value.results[1]["seconds"]
     assert deferral(unestimated, now=unestimated.finish_by - stored_seconds * 2) is None
     assert "estimated at" in deferral(unestimated, now=unestimated.finish_by - stored_seconds / 2)  # from the store
@@ -518,6 +522,39 @@ def test_a_finish_by_time_starts_only_runs_that_fit_and_the_next_sweep_trains_th
     store.finish_by = None
     results = store.ensure_many([long_run, short_run])  # no budget: the deferred run trains now
     assert results[0]["config"]["train"]["seed"] == 1 and results[1]["test"] == caught.value.results[1]["test"]
+
+
+def test_failed_and_deferred_runs_together_exit_3_naming_both(tiny_file, tmp_path, monkeypatch, capsys):
+    from mltfrkit.cli import cmd_sweep
+    from mltfrkit.executors import GridDeferred
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    store._estimates = lambda: (lambda cost: 10_000.0 if cost["epochs"] == 4 else 1.0)
+    with pytest.raises(GridFailed) as caught:  # the failing run fits the budget: it starts, and fails
+        store.ensure_many([failing_spec(tiny_file), spec(tiny_file, seed=1, epochs=4)], finish_by=time.time() + 60)
+    error = caught.value
+    assert len(error.failures) == 1 and len(error.deferred) == 1 and not isinstance(error, GridDeferred)
+    assert "1 not started at the finish-by time" in str(error)
+
+    class Grid:  # what cmd_sweep sees from Experiment.sweep
+        def __init__(self, *a, **k):
+            self.store = store
+            self.dataset = "tiny"
+
+        def sweep(self, *a, **k):
+            raise error
+
+    import mltfrkit.experiments as experiments
+
+    monkeypatch.setattr(experiments, "Experiment", Grid)
+    args = build_parser_args(["sweep", "table2", "--dataset", str(tiny_file), "--finish-by", "+1h"])
+    assert cmd_sweep(args) == 3 and "failed" in capsys.readouterr().err
+
+
+def build_parser_args(argv):
+    from mltfrkit.cli import build_parser
+
+    return build_parser().parse_args(argv)
 
 
 def test_finish_by_on_the_command_line(tiny_file, tmp_path, monkeypatch, capsys):

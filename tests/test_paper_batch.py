@@ -43,11 +43,45 @@ def test_the_queue_stops_at_the_budget_and_always_exports(batch, tmp_path, monke
         return 0
 
     monkeypatch.setattr(batch, "mltfrkit", fake)
-    (tmp_path / "results").mkdir()
-    assert batch.main(["--archive", str(tmp_path / "results"), "--finish-by", "+1h"]) == expected
+    (tmp_path / "results" / "mltfrkit-0.1.0").mkdir(parents=True)
+    (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
+    assert batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                       "--finish-by", "+1h"]) == expected
     assert calls[0][:2] == ("store", "import") and calls[-1][:2] == ("store", "export")
     sweeps = [c for c in calls if c[0] == "sweep"]
-    assert len(sweeps) == swept and all("--finish-by" in c for c in sweeps)
+    assert len(sweeps) == swept
+    moments = {c[c.index("--finish-by") + 1] for c in sweeps}  # one moment for the whole queue, as an ISO time
+    assert len(moments) == 1 and "T" in moments.pop()
+
+
+def test_a_spent_budget_starts_no_further_grid_and_a_first_session_imports_nothing(batch, tmp_path, monkeypatch):
+    calls = []
+    clock = iter([0.0, 10.0, 10.0, 10.0])  # the budget is read at 0; by the second grid it has passed
+
+    def fake(*args):
+        calls.append(args)
+        return 0
+
+    monkeypatch.setattr(batch, "mltfrkit", fake)
+    monkeypatch.setattr(batch.time, "time", lambda: next(clock, 10.0))
+    monkeypatch.setattr(batch, "budget", lambda text: (5.0, ["--finish-by", "1970-01-01T00:00:05"]))
+    (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
+    assert batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                       "--finish-by", "+5s"]) == batch.DEFERRED
+    assert [c[0] for c in calls] == ["sweep", "store"] and calls[-1][:2] == ("store", "export")  # no import
+
+
+def test_a_bad_budget_is_refused_before_anything_runs(batch, tmp_path, monkeypatch):
+    monkeypatch.setattr(batch, "mltfrkit", lambda *a: pytest.fail("nothing may run"))
+    with pytest.raises(SystemExit, match="--finish-by"):
+        batch.main(["--archive", str(tmp_path / "results"), "--finish-by", "soon"])
+
+
+def test_a_failed_export_is_reported(batch, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(batch, "mltfrkit", lambda *a: 2 if a[:2] == ("store", "export") else 0)
+    (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
+    assert batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert "the export to" in capsys.readouterr().err
 
 
 def test_an_interrupted_batch_still_exports(batch, tmp_path, monkeypatch):
@@ -60,6 +94,37 @@ def test_an_interrupted_batch_still_exports(batch, tmp_path, monkeypatch):
         return 0
 
     monkeypatch.setattr(batch, "mltfrkit", fake)
+    (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
     with pytest.raises(KeyboardInterrupt):
-        batch.main(["--archive", str(tmp_path / "results")])
-    assert calls[-1][:2] == ("store", "export") and (tmp_path / "results").is_dir()
+        batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")])
+    assert calls[-1][:2] == ("store", "export")
+
+
+def test_a_stopped_batch_stops_its_sweep_and_waits_for_it(batch, monkeypatch):
+    """SIGTERM / Ctrl-C reach the batch: it passes SIGTERM to the running mltfrkit and waits for it to exit."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\nprint('ready', flush=True)\n"
+                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"  # its handler is in place, as mltfrkit's is
+    waits = []
+
+    class Child:
+        def wait(self, timeout=None):
+            waits.append(timeout)
+            if len(waits) == 1:
+                raise KeyboardInterrupt  # the stop arrives while the batch waits for its sweep
+            return child.wait(timeout)
+
+        def terminate(self):
+            child.terminate()
+
+        def kill(self):
+            child.kill()
+
+    monkeypatch.setattr(batch.subprocess, "Popen", lambda *a, **k: Child())
+    with pytest.raises(KeyboardInterrupt):
+        batch.mltfrkit("sweep", "table2")
+    assert child.returncode == 143 and waits == [None, batch.STOP_GRACE]

@@ -1,5 +1,5 @@
 """The resume guarantees re-checked with real signals (issue 18): a `mltfrkit train` process killed
-(SIGKILL) or interrupted (SIGINT) after its first checkpoint resumes, on re-running the same command,
+(SIGKILL), interrupted (SIGINT) or terminated (SIGTERM) after its first checkpoint resumes, on re-running the same command,
 to the result of an uninterrupted run; SIGINT prints how to resume instead of a traceback."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def environment():
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
 def test_killed_or_interrupted_training_resumes_to_the_same_result(tmp_path, sig):
     data = tmp_path / "seqs.txt"
     data.write_text("".join(f"u{u} " + " ".join(f"i{(u * 3 + k) % 40}" for k in range(8 + u % 5)) + "\n"
@@ -52,6 +52,9 @@ def test_killed_or_interrupted_training_resumes_to_the_same_result(tmp_path, sig
     _, err = process.communicate()
     if sig == signal.SIGINT:
         assert process.returncode == 130 and "interrupted; re-run the same command to resume" in err
+        assert "Traceback" not in err
+    if sig == signal.SIGTERM:  # a scheduler's time limit: the same clean stop, its own exit code
+        assert process.returncode == 143 and "terminated; re-run the same command to resume" in err
         assert "Traceback" not in err
     assert not out.exists()
     again = subprocess.run(command(data, runs, out), env=environment(), check=True, capture_output=True, text=True)
