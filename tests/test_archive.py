@@ -235,3 +235,27 @@ def test_the_command_line_round_trip(trained, tmp_path, capsys):
     assert ResultStore(tmp_path / "new", progress=False, log=None).get(specs[1])["test"] == results[1]["test"]
     assert main(["store", "import", str(tmp_path / "nothing"), "--runs-dir", str(tmp_path / "new")]) == 2
     assert "export a store there first" in capsys.readouterr().err
+
+
+ARCHIVE = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.skipif(not any(ARCHIVE.glob("mltfrkit-*/*/result.json")), reason="no result archive committed")
+def test_the_committed_archive_is_found_by_this_codes_grids(tmp_path, monkeypatch):
+    """Every archived result imports, and this code still maps its config to the directory it lies in: a change
+    to RunSpec.to_dict (a new field, a new default) would otherwise orphan the archive without a word. The
+    token tables' references come from each config itself (they depend on the tables, not on the code)."""
+    from mltfrkit import __version__
+    from mltfrkit.mltfr import tables
+    from mltfrkit.runs import spec_from_config
+
+    version = ARCHIVE / f"mltfrkit-{__version__}"
+    assert version.is_dir(), f"results/ holds no archive of this code version ({__version__}): re-export it"
+    report = import_results(ARCHIVE, tmp_path / "store" / version.name)
+    assert not report.refused and report.copied
+    for result_file in sorted(version.glob("*/result.json")):
+        config = json.loads(result_file.read_text())["config"]
+        references = {table["name"]: table for table in config.get("token_tables", [])}
+        monkeypatch.setattr(tables, "table_reference", lambda name: references[name])
+        key = spec_from_config(config).key(config["data_sha256"])
+        assert result_file.parent.name.endswith("-" + key), result_file.parent.name
