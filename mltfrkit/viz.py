@@ -301,6 +301,8 @@ def plot_reproduction_gap(table: pd.DataFrame, dataset: str, title_tag: str = ""
             ax.scatter(x, rows["W/O 2-round Imp. (%)"], marker="D", facecolors="none", edgecolors="tab:green",
                        zorder=3, label="W/O 2-round vs W/O")
         ax.axhline(0, color="black", linewidth=0.8)
+        ax.use_sticky_edges = False  # floating bars stick their ends to the axes: the extreme rungs were cut off
+        ax.margins(y=0.08)
         labels = [name + (" *" if selection != "validation" else "") for name, selection in
                   zip(rows["name"], rows["selection"])]
         ax.set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
