@@ -52,7 +52,8 @@ NO_ESTIMATE = "no stored run to estimate from"
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
                   "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
-                  "for the same setup, not for more runs or threads per core.")
+                  "for the same setup, not for more runs or threads per core. Runs imported from a result archive "
+                  "count with the times measured on the machine that trained them.")
 
 
 def cost_fields(config: dict) -> dict:
