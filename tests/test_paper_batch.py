@@ -24,13 +24,13 @@ def test_every_grid_of_the_queue_is_a_sweep_the_command_line_accepts(batch):
     for name, args in batch.QUEUE.items():
         parsed = build_parser().parse_args(["sweep", *args, *batch.COMMON, "--finish-by", "+1h"])
         assert parsed.profile == "paper" and dict(parsed.plugin_set) == {"max_vocab": 2000}, name
-    assert list(batch.QUEUE)[0] == "ladder-Pantry"
+    assert list(batch.QUEUE)[:2] == ["ladder-Pantry-sasrec", "ladder-Pantry-bert4rec"]
 
 
 @pytest.mark.parametrize("codes, expected, swept", [
-    ({}, 0, 7),                                        # every grid stored
-    ({"claims-Pantry-ours": 3}, 3, 3),                 # the budget ends in the third grid: the queue stops there
-    ({"claims-ml-100k-ours": 1}, 1, 7),                # failed runs fail alone: the next grids still train
+    ({}, 0, 8),                                        # every grid stored
+    ({"claims-Pantry-ours": 3}, 3, 4),                 # the budget ends in the fourth grid: the queue stops there
+    ({"claims-ml-100k-ours": 1}, 1, 8),                # failed runs fail alone: the next grids still train
 ])
 def test_the_queue_stops_at_the_budget_and_always_exports(batch, tmp_path, monkeypatch, codes, expected, swept):
     calls = []
