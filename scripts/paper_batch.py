@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if mltfrkit("store", "import", args.archive, *store) != 0:
             return 2
     previous = signal.signal(signal.SIGTERM, _stop)
-    outcome, failed = 0, []
+    outcome, failed, stopped = 0, [], None
     try:
         for name in grids:
             if finish_by is not None and time.time() >= finish_by:
@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
         else:
             print("every grid of the queue is stored", flush=True)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Stopped): the sweep has stopped its workers
+        stopped = 143 if isinstance(stop, Stopped) else 130
     finally:
         signal.signal(signal.SIGTERM, previous)
         exported = 0 if not root.is_dir() else mltfrkit("store", "export", args.archive, *store)
@@ -141,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paper_batch.py: the export to {args.archive} failed (above): the finished runs are in {root} only; "
               f"run `mltfrkit store export {args.archive}` before this machine goes", file=sys.stderr)
         return 2
+    if stopped:
+        print(f"paper_batch.py: {'terminated' if stopped == 143 else 'interrupted'}; every finished run is exported "
+              f"to {args.archive}; the same command continues (an unfinished run resumes on this machine only)",
+              file=sys.stderr)
+        return stopped
     if failed:
         print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)
         return 1

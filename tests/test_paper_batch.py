@@ -84,20 +84,21 @@ def test_a_failed_export_is_reported(batch, tmp_path, monkeypatch, capsys):
     assert "the export to" in capsys.readouterr().err
 
 
-def test_an_interrupted_batch_still_exports(batch, tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop, code, said", [("ctrl-c", 130, "interrupted"), ("sigterm", 143, "terminated")])
+def test_an_interrupted_batch_still_exports(batch, tmp_path, monkeypatch, capsys, stop, code, said):
     calls = []
 
     def fake(*args):
         calls.append(args)
         if args[0] == "sweep":
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt if stop == "ctrl-c" else batch.Stopped()
         return 0
 
     monkeypatch.setattr(batch, "mltfrkit", fake)
     (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
-    with pytest.raises(KeyboardInterrupt):
-        batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")])
+    assert batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]) == code
     assert calls[-1][:2] == ("store", "export")
+    assert f"{said}; every finished run is exported" in capsys.readouterr().err
 
 
 def test_a_stopped_batch_stops_its_sweep_and_waits_for_it(batch, monkeypatch):
