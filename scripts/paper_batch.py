@@ -11,8 +11,8 @@ invocation (1) imports the committed result archive (``results/``, README "The r
 half-trained, stopping at the first grid the time budget ends in, and (3) exports every finished run back to the
 archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
 
-The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then the claims grid of each dataset,
-ml-100k first (cheapest: Fig. 1 and Fig. 3 at the paper profile there soonest), our configuration before the
+The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then the
+claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3 at the paper profile there soonest), our configuration before the
 authors' test-selected one. The settings are those of the notebooks that read the runs (``reproduction_gap.ipynb``
 with SASRec and BERT4Rec, ``claims.ipynb``'s defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
 """
@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
               f"run `mltfrkit store export {args.archive}` before this machine goes", file=sys.stderr)
         return 2
     if stopped:
-        print(f"paper_batch.py: {'terminated' if stopped == 143 else 'interrupted'}; every finished run is exported "
-              f"to {args.archive}; the same command continues (an unfinished run resumes on this machine only)",
-              file=sys.stderr)
+        saved = f"every finished run is exported to {args.archive}" if root.is_dir() else "no run had finished"
+        print(f"paper_batch.py: {'terminated' if stopped == 143 else 'interrupted'}; {saved}; the same command "
+              f"continues (an unfinished run resumes on this machine only)", file=sys.stderr)
         return stopped
     if failed:
         print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)
