@@ -12,8 +12,8 @@ half-trained, stopping at the first grid the time budget ends in, and (3) export
 archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
 
 The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then the
-claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3 at the paper profile there soonest), our configuration before the
-authors' test-selected one. The settings are those of the notebooks that read the runs (``reproduction_gap.ipynb``
+claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3 at the paper profile there soonest), our
+configuration before the authors' test-selected one. The settings are those of the notebooks that read the runs (``reproduction_gap.ipynb``
 with SASRec and BERT4Rec, ``claims.ipynb``'s defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
 """
 
