@@ -167,6 +167,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         options["experts"] = args.experts
     if args.sources and args.experiment in ("te_vs_re", "claims"):
         options["sources"] = args.sources
+    elif args.sources and args.experiment == "reproduction_gap":
+        # the token-source rung's llms, as reproduction_gap.ipynb passes them: one name (a preset such as
+        # llm_heavy) stays a string, so the sweep trains exactly the runs the notebook then reads
+        options["sources"] = args.sources[0] if len(args.sources) == 1 else list(args.sources)
+    elif args.sources:
+        print(f"mltfrkit: error: --sources applies to the te_vs_re, claims and reproduction_gap grids, "
+              f"not {args.experiment}", file=sys.stderr)
+        return 2
     if args.controls is not None:
         if args.experiment != "table2":
             print("mltfrkit: error: --controls applies to the table2 grid only", file=sys.stderr)
@@ -382,7 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--llms", default=None, help="vocab preset, or sources separated by commas")
     sweep.add_argument("--experts", nargs="+", type=int, default=None, help="expert_sweep, claims: the values of m")
     sweep.add_argument("--sources", nargs="+", default=None,
-                       help="te_vs_re, claims: Fig. 1's token sources (default: the profile's first ones)")
+                       help="te_vs_re, claims: Fig. 1's token sources (default: the profile's first ones); "
+                            "reproduction_gap: the token-source rung's llms (a preset such as llm_heavy, or sources)")
     sweep.add_argument("--controls", nargs="*", choices=["wo2", "mltfr_re"], default=None,
                        help="table2: its control columns (W/O 2-round, MLTFR-RE; default: the profile's, wo2; "
                             "none given = none)")

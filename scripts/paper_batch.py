@@ -11,9 +11,9 @@ invocation (1) imports the committed result archive (``results/``, README "The r
 half-trained, stopping at the first grid the time budget ends in, and (3) exports every finished run back to the
 archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
 
-The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then the
-claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3 at the paper profile there soonest), our
-configuration before the authors' test-selected one. The settings are those of the notebooks that read the runs
+The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then its
+token-source rung (``llm_heavy``), then the claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3
+at the paper profile there soonest), our configuration before the authors' test-selected one. The settings are those of the notebooks that read the runs
 (``reproduction_gap.ipynb`` with SASRec and BERT4Rec, ``claims.ipynb``'s defaults: six backbones for Table 2, two on
 Beauty, max_vocab 2000).
 """
@@ -35,6 +35,8 @@ QUEUE: dict[str, list[str]] = {
     # reads them) before BERT4Rec starts, where one grid of both would interleave them longest-first
     "ladder-Pantry-sasrec": ["reproduction_gap", "--dataset", "Pantry", "--backbones", "sasrec"],
     "ladder-Pantry-bert4rec": ["reproduction_gap", "--dataset", "Pantry", "--backbones", "bert4rec"],
+    # the token-source rung (the llm_heavy preset) after both ladders: their stored runs answer the rest of the grid
+    "ladder-Pantry-sources": ["reproduction_gap", "--dataset", "Pantry", "--sources", "llm_heavy", *FOCUS],
     "claims-ml-100k-ours": ["claims", "--dataset", "ml-100k", "--configuration", "ours"],
     "claims-Pantry-ours": ["claims", "--dataset", "Pantry", "--configuration", "ours"],
     "claims-Beauty-ours": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "ours"],

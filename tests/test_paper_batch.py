@@ -28,9 +28,9 @@ def test_every_grid_of_the_queue_is_a_sweep_the_command_line_accepts(batch):
 
 
 @pytest.mark.parametrize("codes, expected, swept", [
-    ({}, 0, 8),                                        # every grid stored
-    ({"claims-Pantry-ours": 3}, 3, 4),                 # the budget ends in the fourth grid: the queue stops there
-    ({"claims-ml-100k-ours": 1}, 1, 8),                # failed runs fail alone: the next grids still train
+    ({}, 0, 9),                                        # every grid stored
+    ({"claims-Pantry-ours": 3}, 3, 5),                 # the budget ends in the fifth grid: the queue stops there
+    ({"claims-ml-100k-ours": 1}, 1, 9),                # failed runs fail alone: the next grids still train
 ])
 def test_the_queue_stops_at_the_budget_and_always_exports(batch, tmp_path, monkeypatch, codes, expected, swept):
     calls = []

@@ -261,6 +261,36 @@ def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, ca
     assert not trained and files_under(root) == before
 
 
+def test_sweep_sources_reach_the_ladders_token_source_rung(tiny_file, tmp_path, capsys, monkeypatch):
+    """``--sources`` on the reproduction_gap grid adds the token-source rung (one name, a preset such as llm_heavy,
+    stays a string, as the notebook's ``sources`` parameter passes it), so the sweep plans exactly the runs the
+    notebook reads; a grid that has no use for it refuses it rather than ignoring it."""
+    from mltfrkit.experiments import Experiment
+    from mltfrkit.vocab import resolve_preset
+
+    link_cached_inputs(resolve_preset("offline"))  # the authors' configuration has 6 experts
+    common = ["--dataset", str(tiny_file), "--runs-dir", str(tmp_path / "runs"), "--epochs", "1", "--seeds", "0",
+              "--backbones", "sasrec", "--llms", "offline", "--no-progress", "--plan"]
+    exp = Experiment(str(tiny_file), runs_dir=str(tmp_path / "runs"), epochs=1, seeds=[0], backbones=["sasrec"],
+                     llms="offline", progress=False)
+    without = exp.plan("reproduction_gap").grid
+    three = ["paraphrase-MiniLM-L3-v2", "all-MiniLM-L6-v2", "SmolLM2-135M"]  # ours' first three sources, reordered
+    with_rung = exp.plan("reproduction_gap", sources=three).grid
+    assert with_rung == without + 1  # the rung's MLTFR run; its W/O and W/O 2-round are the last rung's
+    line = lambda: next(t for t in capsys.readouterr().out.splitlines() if t.startswith("reproduction_gap on"))
+    assert main(["sweep", "reproduction_gap", "--sources", *three, *common]) == 0
+    assert line().startswith(f"reproduction_gap on tiny: {with_rung} runs")
+    assert main(["sweep", "reproduction_gap", *common]) == 0
+    assert line().startswith(f"reproduction_gap on tiny: {without} runs")
+    passed, plan = [], Experiment.plan
+    monkeypatch.setattr(Experiment, "plan", lambda self, name, workers=None, **options: passed.append(options) or
+                        plan(self, name, workers, sources=three))
+    assert main(["sweep", "reproduction_gap", "--sources", "llm_heavy", *common]) == 0
+    assert passed == [{"sources": "llm_heavy"}]  # the notebook's sources="llm_heavy", not ["llm_heavy"]
+    assert main(["sweep", "table2", "--sources", SOURCES[1], *common]) == 2
+    assert "--sources applies to the te_vs_re, claims and reproduction_gap grids, not table2" in capsys.readouterr().err
+
+
 def test_a_run_its_plain_patience_twin_may_answer_waits_for_it_and_is_not_trained(tiny_file, tmp_path, monkeypatch):
     """The reproduction ladder holds the authors' rung (plain patience, the test curve tracked) and ours (relative
     patience) of one spec. When the plain run stops alike, it answers for ours (get): ensure_many trains it first
