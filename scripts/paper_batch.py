@@ -13,9 +13,9 @@ archive, also when interrupted. Every number of the batch is reproduced by the s
 
 The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then its
 token-source rung (``llm_heavy``), then the claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3
-at the paper profile there soonest), our configuration before the authors' test-selected one. The settings are those of the notebooks that read the runs
-(``reproduction_gap.ipynb`` with SASRec and BERT4Rec, ``claims.ipynb``'s defaults: six backbones for Table 2, two on
-Beauty, max_vocab 2000).
+at the paper profile there soonest), our configuration before the authors' test-selected one. The settings are
+those of the notebooks that read the runs (``reproduction_gap.ipynb`` with SASRec and BERT4Rec, ``claims.ipynb``'s
+defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
 """
 
 from __future__ import annotations
