@@ -79,6 +79,20 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
         assert nb.metadata.kernelspec.name == "python3"
 
 
+def test_papermill_reads_every_parameter_with_its_help():
+    """papermill's own inspector (``papermill --help-notebook``) sees each assignment of the parameters cell. A
+    second "=" on a line, even inside its comment, makes papermill skip that parameter and log "Unable to parse
+    line" on every run of the notebook."""
+    from papermill.translators import PythonTranslator
+
+    for name in NAMES:
+        cell = next(c for c in nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4).cells if c.cell_type == "code")
+        assigned = [line.split("=", 1)[0].strip() for line in cell.source.splitlines()
+                    if "=" in line and not line.startswith((" ", "#", "}", "]"))]
+        parameters = {p.name: p for p in PythonTranslator.inspect(cell)}
+        assert sorted(parameters) == sorted(assigned), f"{name}.ipynb: papermill misses {set(assigned) - set(parameters)}"
+
+
 def test_table2_notebook(shared):
     output = execute("table2", shared)
     [html] = shown_tables(output)  # shown for reading: the profile named, one seed leaves no NaN column
