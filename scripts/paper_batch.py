@@ -5,17 +5,18 @@
     python scripts/paper_batch.py --plan                       # what each grid still needs (trains nothing)
     python scripts/paper_batch.py --only claims-ml-100k-ours   # one grid of the queue
 
-The whole batch is about a day of compute on a 2-core laptop, more than one machine keeps its store, so each
+The whole batch is days of compute on a 2-core laptop, more than one machine keeps its store, so each
 invocation (1) imports the committed result archive (``results/``, README "The result archive") into the store,
 (2) runs the grids of :data:`QUEUE` in order with ``mltfrkit sweep ... --finish-by``, so that no run is cut off
 half-trained, stopping at the first grid the time budget ends in, and (3) exports every finished run back to the
 archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
 
 The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then its
-token-source rung (``llm_heavy``), then the claims grid of each dataset, ml-100k first (cheapest: Fig. 1 and Fig. 3
-at the paper profile there soonest), our configuration before the authors' test-selected one. The settings are
-those of the notebooks that read the runs (``reproduction_gap.ipynb`` with SASRec and BERT4Rec, ``claims.ipynb``'s
-defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
+token-source rung (``llm_heavy``), then the claims grids, our configuration before the authors' test-selected one.
+Within each: SASRec's and BERT4Rec's runs of ml-100k (cheapest: Fig. 1 and Fig. 3 at the paper profile there
+soonest) and of Pantry, then the other four backbones of those two datasets, then Beauty (two backbones). The
+settings are those of the notebooks that read the runs (``reproduction_gap.ipynb`` with SASRec and BERT4Rec,
+``claims.ipynb``'s defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
 """
 
 from __future__ import annotations
@@ -37,9 +38,18 @@ QUEUE: dict[str, list[str]] = {
     "ladder-Pantry-bert4rec": ["reproduction_gap", "--dataset", "Pantry", "--backbones", "bert4rec"],
     # the token-source rung (the llm_heavy preset) after both ladders: their stored runs answer the rest of the grid
     "ladder-Pantry-sources": ["reproduction_gap", "--dataset", "Pantry", "--sources", "llm_heavy", *FOCUS],
+    # SASRec and BERT4Rec of each dataset first (Fig. 1, Fig. 3, the SC ablation: minutes a run on ml-100k), the other
+    # four backbones of Table 2 after them: FMLPRec and BSARec encode one window per training prefix (leak-free
+    # filters, PrefixEncodedMixin), about 170 s an epoch on ml-100k with MLTFR, so hours a run, and longest-first
+    # they would hold both workers for whole sessions before a single figure is complete. A focus grid's runs are
+    # the full grid's (same run keys): the full grid then trains only the other backbones.
+    "claims-ml-100k-ours-focus": ["claims", "--dataset", "ml-100k", *FOCUS, "--configuration", "ours"],
+    "claims-Pantry-ours-focus": ["claims", "--dataset", "Pantry", *FOCUS, "--configuration", "ours"],
     "claims-ml-100k-ours": ["claims", "--dataset", "ml-100k", "--configuration", "ours"],
     "claims-Pantry-ours": ["claims", "--dataset", "Pantry", "--configuration", "ours"],
     "claims-Beauty-ours": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "ours"],
+    "claims-ml-100k-authors-focus": ["claims", "--dataset", "ml-100k", *FOCUS, "--configuration", "authors"],
+    "claims-Pantry-authors-focus": ["claims", "--dataset", "Pantry", *FOCUS, "--configuration", "authors"],
     "claims-ml-100k-authors": ["claims", "--dataset", "ml-100k", "--configuration", "authors"],
     "claims-Pantry-authors": ["claims", "--dataset", "Pantry", "--configuration", "authors"],
     "claims-Beauty-authors": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "authors"],
