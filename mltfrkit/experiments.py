@@ -424,10 +424,20 @@ class Experiment:
         return base + [self.spec(backbone, plugin, seed=s, llm=source)
                        for source in sources for plugin in ("te", "re") for s in self.seeds]
 
-    def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec", per_seed: bool = False):
-        """Rows: (source, method) with method in W/O (the same for every source), LLM-TE, LLM-RE.
-        ``per_seed=True`` returns (table, the per-run records it summarises)."""
-        records = self.run(self._te_vs_re_specs(sources, backbone), desc="Fig. 1 runs")
+    def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec", per_seed: bool = False,
+                 backbones: list[str] | str | None = None):
+        """Rows: (backbone, source, method) with method in W/O (the same for every source), LLM-TE, LLM-RE.
+        ``backbones`` (a list, a JSON list or a comma-separated string, as papermill passes it) measures
+        several backbones in one grid, trained together; ``backbone`` is the single one otherwise (the
+        paper's Fig. 1 is SASRec's). ``per_seed=True`` returns (table, the per-run records it summarises)."""
+        from mltfrkit.models import backbone_names
+
+        chosen = _as_list(backbones, "backbones", str, '["sasrec", "bert4rec"]') or [backbone]
+        unknown = sorted(set(b.lower() for b in chosen) - set(backbone_names()))
+        if unknown:
+            raise ValueError(f"unknown backbone(s) {unknown}; valid: {', '.join(backbone_names())}")
+        specs = [spec for b in chosen for spec in self._te_vs_re_specs(sources, b)]
+        records = self.run(specs, desc="Fig. 1 runs")
         records["method"] = records["plugin"].map({"none": "W/O", "te": "LLM-TE", "re": "LLM-RE"})
         records["source"] = records["llms"].fillna("(none)")
         table = summarise(records, ["backbone", "source", "method"])

@@ -59,28 +59,33 @@ def _errors(frame: pd.DataFrame, metric: str):
 
 
 def plot_te_vs_re(table: pd.DataFrame, dataset: str, title_tag: str = ""):
-    """Fig. 1: LLM-TE and LLM-RE bars per token source, the backbone without LLM as a dashed line."""
+    """Fig. 1: LLM-TE and LLM-RE bars per token source, the backbone without LLM as a dashed line; one
+    row of panels per backbone (the paper's Fig. 1 is SASRec's row alone)."""
     plt = _plt()
-    backbone = table["backbone"].iloc[0]
-    base = table[table["method"] == "W/O"]
-    injected = table[table["method"] != "W/O"]
-    sources = list(dict.fromkeys(injected["source"]))
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 + 1.2 * len(sources), 3.6), squeeze=False)
+    backbones = list(dict.fromkeys(table["backbone"]))
+    sources = list(dict.fromkeys(table.loc[table["method"] != "W/O", "source"]))
+    fig, axes = plt.subplots(len(backbones), len(METRICS), figsize=(5 + 1.2 * len(sources), 3.6 * len(backbones)),
+                             squeeze=False)
     width = 0.38
     x = np.arange(len(sources))
-    for ax, metric in zip(axes[0], METRICS):
-        for offset, (method, colour) in zip((-width / 2, width / 2), (("LLM-TE", "tab:blue"), ("LLM-RE", "tab:gray"))):
-            rows = injected[injected["method"] == method].set_index("source").reindex(sources)
-            ax.bar(x + offset, rows[metric], width, yerr=_errors(rows, metric), label=method, color=colour,
-                   capsize=3)
-        if len(base):
-            ax.axhline(float(base[metric].iloc[0]), color="black", linestyle="--", linewidth=1.2,
-                       label=f"{backbone} w/o LLM")
-        ax.set_xticks(x, sources, rotation=25, ha="right", fontsize=8)
-        ax.set_ylabel(metric)
-        ax.set_title(metric)
-    axes[0][0].legend(fontsize=8)
-    _suptitle(fig, f"LLM-TE vs LLM-RE ({backbone}) on {dataset}{title_tag}")
+    for row, backbone in zip(axes, backbones):
+        own = table[table["backbone"] == backbone]
+        base = own[own["method"] == "W/O"]
+        injected = own[own["method"] != "W/O"]
+        for ax, metric in zip(row, METRICS):
+            for offset, (method, colour) in zip((-width / 2, width / 2),
+                                                (("LLM-TE", "tab:blue"), ("LLM-RE", "tab:gray"))):
+                rows = injected[injected["method"] == method].set_index("source").reindex(sources)
+                ax.bar(x + offset, rows[metric], width, yerr=_errors(rows, metric), label=method, color=colour,
+                       capsize=3)
+            if len(base):
+                ax.axhline(float(base[metric].iloc[0]), color="black", linestyle="--", linewidth=1.2,
+                           label=f"{backbone} w/o LLM")
+            ax.set_xticks(x, sources, rotation=25, ha="right", fontsize=8)
+            ax.set_ylabel(metric)
+            ax.set_title(f"{backbone}: {metric}" if len(backbones) > 1 else metric)
+        row[0].legend(fontsize=8)
+    _suptitle(fig, f"LLM-TE vs LLM-RE ({', '.join(backbones)}) on {dataset}{title_tag}")
     fig.tight_layout()
     return fig
 

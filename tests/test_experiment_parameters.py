@@ -31,3 +31,27 @@ def test_list_parameters_from_strings(tiny_split, monkeypatch):
     assert exp.backbones == ["sasrec"] and exp.seeds == [0, 1] and exp.epochs == 1 and exp.llms == ["a", "b"]
     exp = Experiment("tiny", backbones="SASRec, bert4rec", seeds="2", runs_dir="unused")
     assert exp.backbones == ["sasrec", "bert4rec"] and exp.seeds == [2] and exp.epochs == 200  # quick's cap
+
+
+def test_fig1_backbones_from_a_papermill_string(tiny_split, monkeypatch):
+    """te_vs_re(backbones=...) reads the string papermill passes, and refuses an unknown name before
+    anything is trained."""
+    import mltfrkit.store as store
+
+    monkeypatch.setattr(store.ResultStore, "split", lambda self, name: tiny_split)
+    exp = Experiment("tiny", runs_dir="unused")
+    with pytest.raises(ValueError, match=r"unknown backbone\(s\) \['nope'\]; valid: bert4rec"):
+        exp.te_vs_re(sources=["a"], backbones='["sasrec", "nope"]')
+    trained = []
+    monkeypatch.setattr(Experiment, "run", lambda self, specs, desc="": trained.extend(specs) or _no_records())
+    with pytest.raises(_Stop):
+        exp.te_vs_re(sources=["a"], backbones="sasrec, bert4rec")
+    assert [s.backbone for s in trained] == ["sasrec"] * 3 + ["bert4rec"] * 3  # W/O, TE, RE for each, one grid
+
+
+class _Stop(Exception):
+    pass
+
+
+def _no_records():
+    raise _Stop

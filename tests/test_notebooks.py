@@ -100,9 +100,11 @@ def test_table2_notebook(shared):
 
 
 def test_te_vs_re_notebook(shared):
-    execute("te_vs_re", shared, sources=["all-MiniLM-L6-v2"])
+    execute("te_vs_re", shared, sources=["all-MiniLM-L6-v2"], fig1_backbones=["sasrec", "bert4rec"])
     frame = table(shared, "te_vs_re-ml-100k")
-    assert sorted(frame["method"]) == ["LLM-RE", "LLM-TE", "W/O"]
+    assert list(dict.fromkeys(frame["backbone"])) == ["sasrec", "bert4rec"]  # one block of rows per backbone
+    for _, rows in frame.groupby("backbone"):
+        assert sorted(rows["method"]) == ["LLM-RE", "LLM-TE", "W/O"]
     assert set(frame.loc[frame["method"] != "W/O", "source"]) == {"all-MiniLM-L6-v2"}
     assert frame[["HR@20", "NDCG@20"]].notna().all().all()
     figure_ok(shared, "te_vs_re-ml-100k")

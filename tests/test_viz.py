@@ -177,3 +177,20 @@ def test_figure_titles_name_a_reduced_profile(name, experiment):
     finally:
         plt.close(fig)
     assert np.isfinite(fig.get_figwidth())
+
+
+def test_te_vs_re_figure_draws_one_row_of_panels_per_backbone():
+    import matplotlib.pyplot as plt
+
+    one = _tables()["plot_te_vs_re"]
+    two = pd.concat([one, one.assign(backbone="bert4rec", **{"NDCG@20": [0.5, 0.6]})], ignore_index=True)
+    fig = viz.plot_te_vs_re(two, "tiny")
+    try:
+        axes = fig.get_axes()
+        assert [ax.get_title() for ax in axes] == ["sasrec: HR@20", "sasrec: NDCG@20", "bert4rec: HR@20",
+                                                   "bert4rec: NDCG@20"]
+        # each row's dashed line is its own backbone's W/O, not the first backbone's
+        assert axes[1].get_lines()[-1].get_ydata()[0] == 0.02 and axes[3].get_lines()[-1].get_ydata()[0] == 0.5
+        assert "(sasrec, bert4rec)" in fig._suptitle.get_text().replace("\n", " ")
+    finally:
+        plt.close(fig)
