@@ -432,8 +432,8 @@ class Experiment:
         paper's Fig. 1 is SASRec's). ``per_seed=True`` returns (table, the per-run records it summarises)."""
         from mltfrkit.models import backbone_names
 
-        chosen = _as_list(backbones, "backbones", str, '["sasrec", "bert4rec"]') or [backbone]
-        unknown = sorted(set(b.lower() for b in chosen) - set(backbone_names()))
+        chosen = [b.lower() for b in _as_list(backbones, "backbones", str, '["sasrec", "bert4rec"]') or [backbone]]
+        unknown = sorted(set(chosen) - set(backbone_names()))
         if unknown:
             raise ValueError(f"unknown backbone(s) {unknown}; valid: {', '.join(backbone_names())}")
         specs = [spec for b in chosen for spec in self._te_vs_re_specs(sources, b)]

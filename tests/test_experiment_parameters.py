@@ -45,7 +45,7 @@ def test_fig1_backbones_from_a_papermill_string(tiny_split, monkeypatch):
     trained = []
     monkeypatch.setattr(Experiment, "run", lambda self, specs, desc="": trained.extend(specs) or _no_records())
     with pytest.raises(_Stop):
-        exp.te_vs_re(sources=["a"], backbones="sasrec, bert4rec")
+        exp.te_vs_re(sources=["a"], backbones="SASRec, bert4rec")
     assert [s.backbone for s in trained] == ["sasrec"] * 3 + ["bert4rec"] * 3  # W/O, TE, RE for each, one grid
 
 
