@@ -257,12 +257,7 @@ class Experiment:
         ``-p seeds 3``, a string for ``-p backbones sasrec`` or ``-p seeds '[0,1]'``. Lists may be given as
         a JSON list or comma-separated names; anything else is refused here, naming the parameter and
         showing the form that works (never read letter by letter, never replaced by a default)."""
-        from mltfrkit.models import backbone_names
-
-        self.backbones = _as_list(self.backbones, "backbones", str, '-p backbones \'["sasrec", "bert4rec"]\'')
-        unknown = [b for b in self.backbones or [] if b.lower() not in backbone_names()]
-        if unknown:
-            raise ValueError(f"backbones: unknown backbone(s) {unknown}; valid: {', '.join(backbone_names())}")
+        self.backbones = _backbone_list(self.backbones)
         self.seeds = _as_list(self.seeds, "seeds", int, "-p seeds '[0, 1, 2]' (one seed: '[3]')")
         if self.seeds is not None and (not self.seeds or min(self.seeds) < 0):
             raise ValueError(f"seeds={self.seeds}: give at least one seed, each >= 0, e.g. -p seeds '[0, 1, 2]'")
@@ -430,12 +425,7 @@ class Experiment:
         ``backbones`` (a list, a JSON list or a comma-separated string, as papermill passes it) measures
         several backbones in one grid, trained together; ``backbone`` is the single one otherwise (the
         paper's Fig. 1 is SASRec's). ``per_seed=True`` returns (table, the per-run records it summarises)."""
-        from mltfrkit.models import backbone_names
-
-        chosen = [b.lower() for b in _as_list(backbones, "backbones", str, '["sasrec", "bert4rec"]') or [backbone]]
-        unknown = sorted(set(chosen) - set(backbone_names()))
-        if unknown:
-            raise ValueError(f"unknown backbone(s) {unknown}; valid: {', '.join(backbone_names())}")
+        chosen = _backbone_list(backbones) or [backbone.lower()]
         specs = [spec for b in chosen for spec in self._te_vs_re_specs(sources, b)]
         records = self.run(specs, desc="Fig. 1 runs")
         records["method"] = records["plugin"].map({"none": "W/O", "te": "LLM-TE", "re": "LLM-RE"})
@@ -872,6 +862,20 @@ def table4_wide(long: pd.DataFrame) -> pd.DataFrame:
         row["pool"] = frame["pool"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _backbone_list(value) -> list[str] | None:
+    """A ``backbones`` parameter in any form :func:`_as_list` reads, lower-cased, every name a registered
+    backbone (else a ValueError naming the unknown ones and the valid ones); None stays."""
+    from mltfrkit.models import backbone_names
+
+    names = _as_list(value, "backbones", str, '-p backbones \'["sasrec", "bert4rec"]\'')
+    if names is None:
+        return None
+    unknown = [b for b in names if b.lower() not in backbone_names()]
+    if unknown:
+        raise ValueError(f"backbones: unknown backbone(s) {unknown}; valid: {', '.join(backbone_names())}")
+    return [b.lower() for b in names]
 
 
 def _as_list(value, name: str, kind: type, example: str) -> list | None:
