@@ -149,6 +149,30 @@ def test_frequency_models_encode_each_position_from_its_prefix(name):
     assert (hidden[seqs == 0] == 0).all()
 
 
+@pytest.mark.parametrize("name", ["fmlprec", "bsarec"])
+@pytest.mark.parametrize("n_layers", [1, 2])
+@pytest.mark.parametrize("placement", [None, "input", "after_first_block", "from_input_after_first_block"])
+def test_encoding_the_last_position_only_gives_the_whole_windows_last_position(name, n_layers, placement):
+    """What a prefix window is used for: its last hidden state, from a last block whose feed-forward runs on
+    that position alone; the same value as the whole window's, with a plug-in in any placement."""
+    from mltfrkit.mltfr import MLTFRConfig, MLTFRPlugin
+    from mltfrkit.models.base import PostNormBackbone
+
+    model = small(name, n_layers=n_layers)
+    if placement:
+        g = torch.Generator().manual_seed(0)
+        plugin = MLTFRPlugin([("a", torch.randn(40, 8, generator=g), None), ("b", torch.randn(30, 8, generator=g), None)],
+                             D, MLTFRConfig(top_k=2, placement=placement))
+        model.attach_plugin(plugin, placement)
+    model.eval()
+    seqs = histories()
+    whole = PostNormBackbone.encode(model, seqs)
+    last = PostNormBackbone.encode(model, seqs, last_only=True)
+    assert last.shape == (5, 1, D)
+    assert torch.allclose(last[:, 0], whole[:, -1], atol=1e-6)
+    assert torch.allclose(model.user_representation(seqs), whole[:, -1], atol=1e-6)
+
+
 def test_prefix_windows():
     seqs = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
     windows = prefix_windows(seqs, seqs > 0)

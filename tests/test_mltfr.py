@@ -362,3 +362,63 @@ def test_config_rejects_mistyped_choices_and_reads_one_class_name():
                 {"max_vocab": 0}, {"exclude_classes": ("speshal",)}):
         with pytest.raises(ValueError):
             MLTFRConfig(**bad)
+
+
+def picked(V, batch, seed=0, K=3, d_llm=12):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(V, d_llm, generator=g, requires_grad=True)
+    rows = torch.randint(0, V, (batch, K), generator=g)
+    weights = torch.rand(batch, K, generator=g, requires_grad=True)
+    return table, rows, weights
+
+
+@pytest.mark.parametrize("V, batch", [(500, 4), (5, 40)])  # fewer picks than rows, and more
+@pytest.mark.parametrize("batch_keys", [False, True])
+@pytest.mark.parametrize("members", [1, 2])
+def test_keys_and_values_of_picked_tokens_are_the_same_in_either_order(V, batch, batch_keys, members):
+    """PickedTokens: the table projected once and its rows picked (more picks than rows: prefix windows) gives
+    the output and gradients of the picks projected as tokens; with fewer picks it *is* that computation."""
+    from mltfrkit.mltfr.integration import CrossAttentionIntegration, PickedTokens
+
+    torch.manual_seed(0)
+    integration = CrossAttentionIntegration(16, 12, 4, 0.0)
+    parts = [picked(V, batch, seed) for seed in range(members)]
+    E = torch.randn(batch, 7, 16)
+
+    def picks():
+        made = [PickedTokens(table, rows, weights * (1 + i)) for i, (table, rows, weights) in enumerate(parts)]
+        return made[0] if members == 1 else PickedTokens.mean(made)
+
+    leaves = [parts[0][0], parts[0][2], integration.key.weight, integration.value.bias]
+    assert picks().fewer_picks_than_rows == (batch * 3 <= V)
+    out = integration(E, picks(), batch_keys)
+    grads = torch.autograd.grad(out.square().sum(), leaves)
+    reference = integration(E, picks().dense(), batch_keys)
+    reference_grads = torch.autograd.grad(reference.square().sum(), leaves)
+    if batch * 3 <= V:
+        assert torch.equal(out, reference)
+    assert torch.allclose(out, reference, atol=1e-6)
+    for grad, expected in zip(grads, reference_grads):
+        assert torch.allclose(grad, expected, atol=1e-5)
+    table_first = picks().project(integration.key, flat=batch_keys)
+    expected = integration.key(picks().dense().reshape(1, -1, 12) if batch_keys else picks().dense())
+    assert torch.allclose(table_first, expected, atol=1e-6)
+
+
+def test_the_consensus_expert_reads_its_members_tokens_made_once():
+    """Round 2 with a consensus expert: each member's picked tokens are made once and shared by the member's own
+    cross-attention and the consensus's mean (the computation before picks could be projected table-first)."""
+    model, plugin = model_with_plugin()
+    fishers = [{n: torch.ones_like(p) for n, p in e.integration.named_parameters()} for e in plugin.experts]
+    plugin.set_consensus(build_consensus(plugin, fishers))
+    plugin.record = True
+    plugin.train()
+    E, mask = E_and_mask()
+    plugin(E, mask)
+    selections = plugin.last["selections"]
+    assert all(sel.tokens is sel.tokens for sel in selections)  # made once
+    group = plugin.consensus.members
+    mean = torch.stack([selections[m].tokens for m in group]).mean(0)
+    from mltfrkit.mltfr.integration import PickedTokens
+
+    assert torch.equal(PickedTokens.mean([selections[m].picks for m in group]).dense(), mean)

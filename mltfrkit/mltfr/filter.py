@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mltfrkit.mltfr.integration import PickedTokens
 from mltfrkit.mltfr.tables import kept_rows
 
 NOISE_MODES = ("paper", "tempered", "none")
@@ -52,12 +53,20 @@ def gumbel_like(x: torch.Tensor, generator: torch.Generator | None = None) -> to
 
 @dataclass
 class Selection:
-    """What a filter picked for each user: vocabulary row ids, cosine scores, straight-through weights."""
+    """What a filter picked for each user: vocabulary row ids, cosine scores, straight-through weights, and
+    the picks themselves (:class:`PickedTokens`: rows of the filter's table), which the cross-attention
+    projects without materialising the (B, K, d_llm) tokens when that is cheaper."""
 
     token_ids: torch.Tensor  # (B, K) rows of the *full* vocabulary
     scores: torch.Tensor  # (B, K) cosine similarity s_v (eq. 3)
-    weights: torch.Tensor  # (B, K) straight-through weights (value 1, gradient through the soft router)
-    tokens: torch.Tensor  # (B, K, d_llm) selected embeddings scaled by the weights
+    weights: torch.Tensor  # (B, K) what scales the picked embeddings: the straight-through weights (value 1,
+    # gradient through the soft router), or the authors' w / sum(w)
+    picks: PickedTokens  # the same picks as rows of the filter's (kept-rows) table, with those weights
+
+    @property
+    def tokens(self) -> torch.Tensor:
+        """(B, K, d_llm) the selected embeddings scaled by the weights."""
+        return self.picks.dense()
 
 
 class TokenFilter(nn.Module):
@@ -156,12 +165,11 @@ class TokenFilter(nn.Module):
                 scores, picked = s.topk(top_k, dim=-1)
             weights = self.scaled(torch.ones_like(scores))
             return Selection(token_ids=self.keep_ids[picked], scores=scores, weights=weights,
-                             tokens=self.vocab[picked].to(E.dtype) * weights.unsqueeze(-1))
+                             picks=PickedTokens(self.vocab, picked, weights, E.dtype))
         logits = self.selection_logits(s, noise or self.noise, generator)
         picked_logits, picked = logits.topk(top_k, dim=-1)
         # Soft probability of the picked tokens only: softmax's normaliser without a B x V softmax.
         soft = torch.exp(picked_logits - torch.logsumexp(logits, dim=-1, keepdim=True))
         weights = self.scaled((1.0 - soft).detach() + soft)  # hard = 1 at picked positions: value 1, gradient of soft
-        tokens = self.vocab[picked].to(E.dtype) * weights.unsqueeze(-1)
         return Selection(token_ids=self.keep_ids[picked], scores=s.gather(1, picked), weights=weights,
-                         tokens=tokens)
+                         picks=PickedTokens(self.vocab, picked, weights, E.dtype))

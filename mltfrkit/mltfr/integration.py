@@ -16,6 +16,58 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class PickedTokens:
+    """The tokens a cross-attention reads: K rows picked per user from a frozen (V, d_llm) table, each scaled by
+    its weight (:class:`mltfrkit.mltfr.filter.Selection`), or the mean of several such picks (:meth:`mean`: the
+    consensus expert's keys and values, eq. 15's mean of its members' selected token matrices).
+
+    Keys and values are linear in the tokens: ``W (mean_m w_m t_m) + b = mean_m w_m (W t_m) + b``. So there are
+    two orders to compute them in, with the same value up to float rounding and the same gradients (to the
+    projection, the weights and, with trainable tables, the picked rows): the picks as tokens, then projected
+    (:meth:`dense`: cheaper while no table has fewer rows than it has picks, e.g. a SASRec batch of 128 users x
+    K = 1), or each table projected once and its projected rows picked (:meth:`project`: cheaper for a
+    prefix-encoded batch, a window per position, thousands of windows x K, against 2,000 rows).
+    :attr:`fewer_picks_than_rows` says which. The first is exactly the computation before this class existed
+    (the tokens made once and shared by the expert and the consensus), so such runs train bit for bit as
+    before."""
+
+    def __init__(self, table: torch.Tensor | None, rows: torch.Tensor | None, weights: torch.Tensor | None,
+                 dtype: torch.dtype = torch.float32, members: list["PickedTokens"] | None = None):
+        self.table, self.rows, self.weights, self.dtype = table, rows, weights, dtype
+        self.members = members  # set by mean(): this is their mean, the rest is None
+        self._dense: torch.Tensor | None = None
+
+    @classmethod
+    def mean(cls, members: list["PickedTokens"]) -> "PickedTokens":
+        return cls(None, None, None, members[0].dtype, members=list(members))
+
+    def _parts(self) -> list["PickedTokens"]:
+        return self.members or [self]
+
+    @property
+    def fewer_picks_than_rows(self) -> bool:
+        return all(part.rows.numel() <= part.table.shape[0] for part in self._parts())
+
+    def dense(self) -> torch.Tensor:
+        """(..., K, d_llm): the scaled tokens themselves (made once; a mean reuses its members' tokens)."""
+        if self._dense is None:
+            if self.members:
+                self._dense = torch.stack([member.dense() for member in self.members]).mean(0)
+            else:
+                self._dense = self.table[self.rows].to(self.dtype) * self.weights.unsqueeze(-1)
+        return self._dense
+
+    def project(self, linear: nn.Linear, flat: bool = False) -> torch.Tensor:
+        """``linear(self.dense())`` (..., K, d_out) in the other order: each table projected, its rows picked,
+        scaled and averaged. ``flat``: every user's picks in one row, (1, B x K, d_out)."""
+        outputs = []
+        for part in self._parts():
+            rows, weights = (part.rows.reshape(1, -1), part.weights.reshape(1, -1)) if flat else (part.rows, part.weights)
+            outputs.append(F.linear(part.table.to(self.dtype), linear.weight)[rows] * weights.unsqueeze(-1))
+        out = outputs[0] if len(outputs) == 1 else torch.stack(outputs).mean(0)
+        return out if linear.bias is None else out + linear.bias
+
+
 class CrossAttentionIntegration(nn.Module):
     def __init__(self, d_emb: int, d_llm: int, n_heads: int = 4, attn_dropout: float = 0.1):
         super().__init__()
@@ -27,15 +79,20 @@ class CrossAttentionIntegration(nn.Module):
         self.value = nn.Linear(d_llm, d_emb)
         self.out = nn.Linear(d_emb, d_emb)
 
-    def forward(self, E: torch.Tensor, tokens: torch.Tensor, batch_keys: bool = False) -> torch.Tensor:
-        """(B, L, d_emb), (B, K, d_llm) -> (B, L, d_emb); ``batch_keys``: every row attends over all B x K tokens."""
+    def forward(self, E: torch.Tensor, tokens: torch.Tensor | PickedTokens, batch_keys: bool = False) -> torch.Tensor:
+        """(B, L, d_emb), tokens (B, K, d_llm) or their :class:`PickedTokens` -> (B, L, d_emb); ``batch_keys``:
+        every row attends over all B x K tokens."""
         B, L, d = E.shape
         heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
-        if batch_keys:  # project the B x K tokens once, then share them: not B copies of B x K projections
-            tokens = tokens.reshape(1, -1, tokens.shape[-1])
-            k, v = (heads(t).expand(B, -1, -1, -1) for t in (self.key(tokens), self.value(tokens)))
+        if isinstance(tokens, PickedTokens) and not tokens.fewer_picks_than_rows:
+            k, v = heads(tokens.project(self.key, batch_keys)), heads(tokens.project(self.value, batch_keys))
         else:
+            tokens = tokens.dense() if isinstance(tokens, PickedTokens) else tokens
+            if batch_keys:  # the B x K tokens projected once, then shared: not B copies of B x K projections
+                tokens = tokens.reshape(1, -1, tokens.shape[-1])
             k, v = heads(self.key(tokens)), heads(self.value(tokens))
+        if batch_keys:
+            k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
         q = heads(self.query(E))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(B, L, d))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mltfrkit.mltfr.filter import Selection, TokenFilter
-from mltfrkit.mltfr.integration import CrossAttentionIntegration
+from mltfrkit.mltfr.integration import CrossAttentionIntegration, PickedTokens
 
 
 @dataclass
@@ -140,8 +140,7 @@ class ConsensusExpert(nn.Module):
         self.integration.requires_grad_(False)
 
     def forward(self, E: torch.Tensor, selections: list[Selection], batch_keys: bool = False) -> torch.Tensor:
-        tokens = torch.stack([selections[m].tokens for m in self.members]).mean(0)
-        return self.integration(E, tokens, batch_keys)
+        return self.integration(E, PickedTokens.mean([selections[m].picks for m in self.members]), batch_keys)
 
 
 class MLTFRPlugin(nn.Module):
@@ -167,7 +166,7 @@ class MLTFRPlugin(nn.Module):
     def forward(self, E: torch.Tensor, mask: torch.Tensor, seqs: torch.Tensor | None = None) -> torch.Tensor:
         batch_keys = self.config.keys == "batch"
         selections = [expert.filter(E, mask) for expert in self.experts]
-        outputs = torch.stack([expert.output_dropout(expert.integration(E, sel.tokens, batch_keys))
+        outputs = torch.stack([expert.output_dropout(expert.integration(E, sel.picks, batch_keys))
                                for expert, sel in zip(self.experts, selections)], dim=2)  # (B, L, m, d)
         gates = torch.softmax(self.gate(E), dim=-1)  # eq. (11): per-position routing
         output = (gates.unsqueeze(-1) * outputs).sum(2)  # eq. (12): W_base

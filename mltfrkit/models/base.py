@@ -343,15 +343,25 @@ class PostNormBackbone(SequentialRecommender):
         positions = torch.arange(seqs.shape[1], device=seqs.device)
         return self.emb_dropout(self.emb_norm(self.item_emb(seqs) + self.pos_emb(positions)))
 
-    def encode(self, seqs: torch.Tensor) -> torch.Tensor:
+    def encode(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """``last_only``: only the last position's hidden state, (B, 1, d), which is all a prefix-encoded
+        window is used for (:class:`PrefixEncodedMixin`). The last block's mixer still reads the whole
+        window; its feed-forward sublayer, position-wise, then runs on the last position alone (the same
+        value as slicing afterwards; the dropout draws fewer random numbers). Unless a plug-in needs the
+        whole output of a first block that is also the last."""
         mask = seqs > 0
         allowed = None if self.causal_attention is None else causal_padding_mask(mask, self.causal_attention)
         x = self.apply_plugin(self.embed(seqs), mask, "input", seqs)
+        last = len(self.mixers) - 1
+        slice_early = last_only and (last > 0 or self.plugin is None or self.plugin_placement == "input")
         for index, (mixer, ffn) in enumerate(zip(self.mixers, self.ffns)):
-            x = ffn(mixer(x, mask, allowed))
+            x = mixer(x, mask, allowed)
+            if slice_early and index == last:
+                x = x[:, -1:]
+            x = ffn(x)
             if index == 0:
                 x = self.apply_plugin(x, mask, "after_first_block", seqs)
-        return x
+        return x[:, -1:] if last_only else x
 
 
 class PrefixEncodedMixin:
@@ -371,7 +381,7 @@ class PrefixEncodedMixin:
         positions = seqs > 0 if positions is None else positions & (seqs > 0)
         if not positions.any():  # nothing but padding: no windows to encode
             return super().encode(seqs) * 0.0
-        last = super().encode(prefix_windows(seqs, positions))[:, -1]
+        last = super().encode(prefix_windows(seqs, positions), last_only=True)[:, -1]
         hidden = last.new_zeros(*seqs.shape, last.shape[-1])
         hidden[positions] = last
         return hidden
@@ -384,4 +394,4 @@ class PrefixEncodedMixin:
         return self.next_item_loss(self.encode(seqs[:, :-1], targets > 0), targets, seqs, generator)
 
     def user_representation(self, seqs: torch.Tensor) -> torch.Tensor:
-        return super().encode(seqs)[:, -1]
+        return super().encode(seqs, last_only=True)[:, -1]
