@@ -6,9 +6,9 @@ took about 3 minutes with MLTFR. Two exact rewrites cut that:
 
 - ``last_only``: a window is used for its last position only, so the last block's feed-forward sublayer runs
   on that position alone (``PostNormBackbone.encode(last_only=True)``), not on all 50;
-- table-first projection: with more picks (windows x K) than table rows (2,000), each expert's keys and values
-  come from its table projected once and its rows picked (``PickedTokens.project``), not from every pick
-  projected one by one.
+- table-first projection: with more picks (windows x K) than table rows (2,000) in training, each expert's keys
+  and values come from its table projected once and its rows picked (``PickedTokens.project``), not from every
+  pick projected one by one.
 
 ``before`` re-creates the previous computation in the same code (the window encoded whole and sliced
 afterwards; every pick materialised as a token, then projected). Each row is a fresh subprocess that times
@@ -42,7 +42,7 @@ def use_previous_computation() -> None:
         return hidden[:, -1:] if last_only else hidden
 
     PostNormBackbone.encode = encode
-    PickedTokens.fewer_picks_than_rows = property(lambda self: True)
+    PickedTokens.table_first = property(lambda self: False)
 
 
 def measure(dataset: str, backbone: str, mltfr: bool, data_dir: str, steps: int, eval_users: int, threads: int,

@@ -14,7 +14,9 @@ archive, also when interrupted. Every number of the batch is reproduced by the s
 The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then its
 token-source rung (``llm_heavy``), then the claims grids, our configuration before the authors' test-selected one.
 Within each: SASRec's and BERT4Rec's runs of ml-100k (cheapest: Fig. 1 and Fig. 3 at the paper profile there
-soonest) and of Pantry, then the other four backbones of those two datasets, then Beauty (two backbones). The
+soonest) and of Pantry, then Pantry's other four backbones (the paper's Table 2 dataset; FMLPRec's and BSARec's
+prefix-encoded runs take an hour or more each, fewer there than on ml-100k), Beauty (two backbones), and
+ml-100k's other four backbones last. The
 settings are those of the notebooks that read the runs (``reproduction_gap.ipynb`` with SASRec and BERT4Rec,
 ``claims.ipynb``'s defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
 """
@@ -38,21 +40,23 @@ QUEUE: dict[str, list[str]] = {
     "ladder-Pantry-bert4rec": ["reproduction_gap", "--dataset", "Pantry", "--backbones", "bert4rec"],
     # the token-source rung (the llm_heavy preset) after both ladders: their stored runs answer the rest of the grid
     "ladder-Pantry-sources": ["reproduction_gap", "--dataset", "Pantry", "--sources", "llm_heavy", *FOCUS],
-    # SASRec and BERT4Rec of each dataset first (Fig. 1, Fig. 3, the SC ablation: minutes a run on ml-100k), the other
+    # SASRec and BERT4Rec of ml-100k and Pantry first (Fig. 1, Fig. 3, the SC ablation: minutes a run), the other
     # four backbones of Table 2 after them: FMLPRec and BSARec encode one window per training prefix (leak-free
-    # filters, PrefixEncodedMixin), about 170 s an epoch on ml-100k with MLTFR, so hours a run, and longest-first
+    # filters, PrefixEncodedMixin), about 2 minutes an epoch on ml-100k with MLTFR, so hours a run, and longest-first
     # they would hold both workers for whole sessions before a single figure is complete. A focus grid's runs are
-    # the full grid's (same run keys): the full grid then trains only the other backbones.
+    # the full grid's (same run keys): the full grid then trains only the other backbones. Pantry's full grid (the
+    # paper's Table 2 dataset) before Beauty's two backbones and before ml-100k's full grid: an epoch there encodes
+    # 15,966 prefix windows against ml-100k's 38,762, so its long runs fit a session.
     "claims-ml-100k-ours-focus": ["claims", "--dataset", "ml-100k", *FOCUS, "--configuration", "ours"],
     "claims-Pantry-ours-focus": ["claims", "--dataset", "Pantry", *FOCUS, "--configuration", "ours"],
-    "claims-ml-100k-ours": ["claims", "--dataset", "ml-100k", "--configuration", "ours"],
     "claims-Pantry-ours": ["claims", "--dataset", "Pantry", "--configuration", "ours"],
     "claims-Beauty-ours": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "ours"],
+    "claims-ml-100k-ours": ["claims", "--dataset", "ml-100k", "--configuration", "ours"],
     "claims-ml-100k-authors-focus": ["claims", "--dataset", "ml-100k", *FOCUS, "--configuration", "authors"],
     "claims-Pantry-authors-focus": ["claims", "--dataset", "Pantry", *FOCUS, "--configuration", "authors"],
-    "claims-ml-100k-authors": ["claims", "--dataset", "ml-100k", "--configuration", "authors"],
     "claims-Pantry-authors": ["claims", "--dataset", "Pantry", "--configuration", "authors"],
     "claims-Beauty-authors": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "authors"],
+    "claims-ml-100k-authors": ["claims", "--dataset", "ml-100k", "--configuration", "authors"],
 }
 DEFERRED = 3  # mltfrkit sweep's exit code when the finish-by time stopped it
 

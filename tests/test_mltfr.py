@@ -376,8 +376,9 @@ def picked(V, batch, seed=0, K=3, d_llm=12):
 @pytest.mark.parametrize("batch_keys", [False, True])
 @pytest.mark.parametrize("members", [1, 2])
 def test_keys_and_values_of_picked_tokens_are_the_same_in_either_order(V, batch, batch_keys, members):
-    """PickedTokens: the table projected once and its rows picked (more picks than rows: prefix windows) gives
-    the output and gradients of the picks projected as tokens; with fewer picks it *is* that computation."""
+    """PickedTokens: the table projected once and its rows picked (more picks than rows in training: prefix
+    windows) gives the output and gradients of the picks projected as tokens; with fewer picks, and at
+    evaluation, it *is* that computation."""
     from mltfrkit.mltfr.integration import CrossAttentionIntegration, PickedTokens
 
     torch.manual_seed(0)
@@ -390,7 +391,10 @@ def test_keys_and_values_of_picked_tokens_are_the_same_in_either_order(V, batch,
         return made[0] if members == 1 else PickedTokens.mean(made)
 
     leaves = [parts[0][0], parts[0][2], integration.key.weight, integration.value.bias]
-    assert picks().fewer_picks_than_rows == (batch * 3 <= V)
+    assert picks().table_first == (batch * 3 > V)
+    with torch.no_grad():  # evaluation: the picks as tokens, whatever their number
+        assert not picks().table_first
+        assert torch.equal(integration(E, picks(), batch_keys), integration(E, picks().dense(), batch_keys))
     out = integration(E, picks(), batch_keys)
     grads = torch.autograd.grad(out.square().sum(), leaves)
     reference = integration(E, picks().dense(), batch_keys)

@@ -24,12 +24,13 @@ class PickedTokens:
     Keys and values are linear in the tokens: ``W (mean_m w_m t_m) + b = mean_m w_m (W t_m) + b``. So there are
     two orders to compute them in, with the same value up to float rounding and the same gradients (to the
     projection, the weights and, with trainable tables, the picked rows): the picks as tokens, then projected
-    (:meth:`dense`: cheaper while no table has fewer rows than it has picks, e.g. a SASRec batch of 128 users x
-    K = 1), or each table projected once and its projected rows picked (:meth:`project`: cheaper for a
-    prefix-encoded batch, a window per position, thousands of windows x K, against 2,000 rows).
-    :attr:`fewer_picks_than_rows` says which. The first is exactly the computation before this class existed
-    (the tokens made once and shared by the expert and the consensus), so such runs train bit for bit as
-    before."""
+    (:meth:`dense`), or each table projected once and its projected rows picked (:meth:`project`).
+    :attr:`table_first` chooses the second in training when some table has fewer rows than it has picks: a
+    prefix-encoded batch (FMLP-Rec, BSARec) is a window per position, thousands of windows x K, against 2,000
+    rows. Otherwise, and always at evaluation (a pass without gradients, cheap either way), the first, which is
+    exactly the computation before this class existed (the tokens made once, shared by the expert's keys and
+    values and by the consensus mean): runs that pick no more than their tables in training (SASRec, BERT4Rec:
+    128 users x K = 1) train and score bit for bit as before."""
 
     def __init__(self, table: torch.Tensor | None, rows: torch.Tensor | None, weights: torch.Tensor | None,
                  dtype: torch.dtype = torch.float32, members: list["PickedTokens"] | None = None):
@@ -45,8 +46,9 @@ class PickedTokens:
         return self.members or [self]
 
     @property
-    def fewer_picks_than_rows(self) -> bool:
-        return all(part.rows.numel() <= part.table.shape[0] for part in self._parts())
+    def table_first(self) -> bool:
+        """Project the tables, then pick (:meth:`project`): in training, when some table has fewer rows than picks."""
+        return torch.is_grad_enabled() and any(part.rows.numel() > part.table.shape[0] for part in self._parts())
 
     def dense(self) -> torch.Tensor:
         """(..., K, d_llm): the scaled tokens themselves (made once; a mean reuses its members' tokens)."""
@@ -84,7 +86,7 @@ class CrossAttentionIntegration(nn.Module):
         every row attends over all B x K tokens."""
         B, L, d = E.shape
         heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
-        if isinstance(tokens, PickedTokens) and not tokens.fewer_picks_than_rows:
+        if isinstance(tokens, PickedTokens) and tokens.table_first:
             k, v = heads(tokens.project(self.key, batch_keys)), heads(tokens.project(self.value, batch_keys))
         else:
             tokens = tokens.dense() if isinstance(tokens, PickedTokens) else tokens
