@@ -230,6 +230,33 @@ def test_the_plan_wall_time_follows_the_executors_order(three_runs):
     assert default.workers == concurrent_runs(store.executor) == 1  # the store's local executor
 
 
+def test_the_whole_grid_adds_the_stored_runs_measured_times_to_the_estimates(three_runs):
+    """What the whole grid takes on an empty store: the stored runs at their measured seconds (once per run,
+    however many grid entries they answer), the rest at their estimates, on `workers` workers longest first."""
+    path, root = three_runs
+    store = quiet_store(root)
+    measured = {Path(run_dir).name: seconds for run_dir, seconds in stored_seconds(store).items()}
+    stored = [spec(path, seed=seed) for seed in (0, 1)]
+    new = spec(path, seed=5)
+    plan = store.plan([*stored, stored[0], new], workers=2)
+    own = [measured[store.run_dir(run).name] for run in stored]
+    estimate = plan.runs["estimate_s"].iloc[0]
+    assert (plan.stored, plan.stored_timed, plan.stored_untimed) == (3, 2, 0)
+    assert plan.stored_seconds == pytest.approx(sum(own))
+    assert plan.whole_serial_seconds == pytest.approx(sum(own) + estimate)
+    assert plan.whole_wall_seconds == pytest.approx(simulated_wall([*own, estimate], 2))
+    line = plan.totals_line("grid")
+    assert f"the whole grid: {(sum(own) + estimate) / 3600:.1f} h serial" in line
+    assert "measured on 2 stored runs" in line
+    # nothing stored: the estimate is the whole grid, and the line says nothing more
+    fresh = store.plan([new])
+    assert fresh.stored_timed == 0 and "the whole grid" not in fresh.totals_line("grid")
+    # everything stored: nothing to train, and the whole grid is what its runs took
+    done = store.plan(stored, workers=1)
+    assert done.to_train == 0 and done.whole_wall_seconds == pytest.approx(sum(own))
+    assert "nothing to train; the whole grid" in done.totals_line("grid")
+
+
 def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, capsys, monkeypatch):
     from mltfrkit.experiments import Experiment
 
@@ -247,8 +274,9 @@ def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, ca
     assert not trained and files_under(root) == before
     line = next(text for text in out.splitlines() if text.startswith("te_vs_re on tiny:"))
     assert re.fullmatch(r"te_vs_re on tiny: 6 runs, 1 stored, 5 to train \(0 resume\); estimated \d+\.\d h serial, "
-                        r"\d+\.\d h wall with 2 workers \(from 1 stored run's measured time; 4 runs have no estimate\)",
-                        line), line
+                        r"\d+\.\d h wall with 2 workers \(from 1 stored run's measured time; 4 runs have no estimate\); "
+                        r"the whole grid: \d+\.\d h serial, \d+\.\d h wall with 2 workers \(\d+\.\d h measured on 1 stored "
+                        r"run\)", line), line
     assert TIMING_CAUTION in out
     assert re.search(r"sasrec\s+none\s+single\s+1\s+0\s+0", out)  # the summary's W/O row: 1 run, estimated
     assert re.search(r"sasrec\s+te\s+single\s+2\s+0\s+2", out)  # LLM-TE: 2 runs, none estimated
