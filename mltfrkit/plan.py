@@ -7,7 +7,8 @@ round 1, and the run directories left to train, some of which resume from a chec
 
 Each run to train gets an estimate: the median measured ``seconds`` of the stored runs in the same store
 that are most like it, found by falling back through :data:`ESTIMATE_LEVELS` from specific to general.
-A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
+Between the last two levels, a backbone measured on another dataset is scaled to this one
+(:data:`SCALED_LEVEL`, :meth:`Estimator.scaled`). A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
 nothing is invented for it, and the totals say how many such runs they leave out.
 
 The wall time with N workers simulates the process and Ray executors: they start runs in
@@ -48,9 +49,10 @@ ESTIMATE_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
                    "trainable_tables", "test_every_epoch", "epochs", "patience")),
     ("dataset, backbone, plug-in, schedule", ("dataset", "backbone", "plugin", "schedule", "rounds")),
     ("dataset, backbone, plug-in", ("dataset", "backbone", "plugin", "rounds")),
-    ("dataset, plug-in", ("dataset", "plugin", "rounds")),
+    ("dataset, plug-in, encoding", ("dataset", "plugin", "rounds", "encoding")),
 )
 NO_ESTIMATE = "no stored run to estimate from"
+SCALED_LEVEL = "backbone on another dataset, scaled"  # tried after "dataset, backbone, plug-in" (Estimator.scaled)
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
                   "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
@@ -75,7 +77,22 @@ def cost_fields(config: dict) -> dict:
             "max_vocab": options.get("max_vocab") if mltfr else None,
             "trainable_tables": options.get("trainable_tables") if mltfr else None,
             "test_every_epoch": bool(train.get("test_every_epoch", False)),
-            "epochs": train.get("epochs"), "patience": train.get("patience")}
+            "epochs": train.get("epochs"), "patience": train.get("patience"),
+            "encoding": backbone_encoding(config["backbone"])}
+
+
+def backbone_encoding(name: str) -> str:
+    """What a backbone's training time grows with: "prefix windows" for the backbones that encode one window
+    per training prefix (FMLP-Rec, BSARec: ``PrefixEncodedMixin``, so interactions), "sequences" for the rest
+    (users). Times are only compared across backbones of one encoding: on ml-100k an FMLP-Rec epoch takes
+    about 6 times its Pantry time while a SASRec epoch is faster there (fewer users, more interactions each)."""
+    from mltfrkit.models import backbone_class
+    from mltfrkit.models.base import PrefixEncodedMixin
+
+    try:
+        return "prefix windows" if issubclass(backbone_class(name), PrefixEncodedMixin) else "sequences"
+    except (KeyError, ValueError):
+        return f"unknown backbone {name}"
 
 
 @dataclass
@@ -103,22 +120,61 @@ def timed_runs(store: "ResultStore | str | Path") -> list[TimedRun]:
     return runs
 
 
+def _median(runs: Iterable[TimedRun]) -> float:
+    return float(pd.Series([run.seconds for run in runs]).median())
+
+
 class Estimator:
-    """Median stored time of the most similar stored runs (:data:`ESTIMATE_LEVELS`)."""
+    """Median stored time of the most similar stored runs (:data:`ESTIMATE_LEVELS`), with one step between
+    "dataset, backbone, plug-in" and "dataset, plug-in": :data:`SCALED_LEVEL`, the same backbone and plug-in
+    measured on another dataset, scaled by how the two datasets compare on the backbones both have. Without it a
+    backbone never run on this dataset would get the median of the others': FMLP-Rec and BSARec (one encoded
+    window per training prefix) take several times SASRec's time, and a time budget (``--finish-by``) trusting
+    that median would start a run hours longer than its estimate."""
 
     def __init__(self, runs: Iterable[TimedRun]):
         self.index: list[dict[tuple, list[TimedRun]]] = [{} for _ in ESTIMATE_LEVELS]
+        self.by_backbone: dict[tuple, dict[str, list[TimedRun]]] = {}  # (plugin, rounds, backbone) -> dataset -> runs
         for run in runs:
             for level, (_, keys) in enumerate(ESTIMATE_LEVELS):
                 self.index[level].setdefault(tuple(run.fields[k] for k in keys), []).append(run)
+            kind = (run.fields["plugin"], run.fields["rounds"], run.fields["backbone"])
+            self.by_backbone.setdefault(kind, {}).setdefault(run.fields["dataset"], []).append(run)
 
     def estimate(self, fields: dict) -> tuple[float, str, list[TimedRun]]:
         """(seconds, which level matched, the stored runs used); (NaN, :data:`NO_ESTIMATE`, []) when none."""
         for level, (label, keys) in enumerate(ESTIMATE_LEVELS):
+            if level == len(ESTIMATE_LEVELS) - 1:  # before the last level, "dataset, plug-in"
+                seconds, matched = self.scaled(fields)
+                if matched:
+                    return seconds, SCALED_LEVEL, matched
             matched = self.index[level].get(tuple(fields[k] for k in keys))
             if matched:
-                return float(pd.Series([run.seconds for run in matched]).median()), label, matched
+                return _median(matched), label, matched
         return math.nan, NO_ESTIMATE, []
+
+    def scaled(self, fields: dict) -> tuple[float, list[TimedRun]]:
+        """:data:`SCALED_LEVEL`: for each other dataset D where this backbone ran with this plug-in and number
+        of rounds, its median time there times the median, over the backbones of its encoding
+        (:func:`backbone_encoding`) run on both datasets, of (their median time here / there); the median of
+        those over D. (NaN, []) when no dataset has what it needs."""
+        plugin, rounds, dataset = fields["plugin"], fields["rounds"], fields["dataset"]
+        estimates, used = [], []
+        for other, runs in self.by_backbone.get((plugin, rounds, fields["backbone"]), {}).items():
+            if other == dataset:
+                continue
+            ratios = []
+            for (p, r, backbone), per_dataset in self.by_backbone.items():
+                if (p, r) == (plugin, rounds) and backbone != fields["backbone"] and dataset in per_dataset \
+                        and other in per_dataset and backbone_encoding(backbone) == fields["encoding"]:
+                    ratios.append(_median(per_dataset[dataset]) / _median(per_dataset[other]))
+                    used += per_dataset[dataset] + per_dataset[other]
+            if ratios:
+                estimates.append(_median(runs) * float(pd.Series(ratios).median()))
+                used += runs
+        if not estimates:
+            return math.nan, []
+        return float(pd.Series(estimates).median()), list({run.run_dir: run for run in used}.values())
 
 
 def simulated_wall(durations: Sequence[float], workers: int, order: Sequence[int] | None = None) -> float:
@@ -341,5 +397,5 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
                     whole_wall_seconds=simulated_wall(whole, workers) if whole else 0.0)
 
 
-__all__ = ["ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "TIMING_CAUTION", "cost_fields", "plan_grid",
-           "simulated_wall", "timed_runs"]
+__all__ = ["ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "SCALED_LEVEL", "TIMING_CAUTION",
+           "backbone_encoding", "cost_fields", "plan_grid", "simulated_wall", "timed_runs"]

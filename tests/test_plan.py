@@ -18,7 +18,8 @@ import pytest
 from mltfrkit import store as store_module
 from mltfrkit.cli import main
 from mltfrkit.executors import concurrent_runs, make_executor
-from mltfrkit.plan import ESTIMATE_LEVELS, NO_ESTIMATE, TIMING_CAUTION, cost_fields, simulated_wall
+from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_LEVEL, TIMING_CAUTION, Estimator, TimedRun, cost_fields,
+                           simulated_wall)
 from mltfrkit.store import ResultStore
 from test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
 
@@ -187,6 +188,41 @@ def test_no_stored_run_like_it_gives_no_estimate(three_runs, tmp_path):
     empty = quiet_store(tmp_path / "empty").plan([known])
     assert math.isnan(empty.runs["estimate_s"].iloc[0]) and empty.serial_seconds == 0
     assert f"no estimate: {NO_ESTIMATE}" in empty.totals_line("grid")
+
+
+def test_a_backbone_new_to_a_dataset_is_estimated_from_its_time_on_another_dataset_scaled():
+    """CL4SRec measured on A only: on B its estimate is its A time scaled by B / A of the backbones of its encoding
+    run on both. A prefix-encoded backbone (FMLP-Rec) is never scaled by, nor estimated from, SASRec-like runs: its
+    time grows with interactions, theirs with users, so with no prefix-encoded run to go by it has no estimate."""
+    def run(dataset, backbone, seconds, plugin="mltfr", rounds=1):
+        config = {"dataset": dataset, "backbone": backbone, "plugin": plugin, "schedule": "single", "train": {},
+                  "plugin_options": {"consensus": rounds == 2, "n_experts": 4, "max_vocab": 2000},
+                  "token_tables": [{"name": "t0", "d": 64}, {"name": "t1", "d": 64}] if plugin == "mltfr" else []}
+        return TimedRun(f"{dataset}-{backbone}-{plugin}-{rounds}-{seconds}", seconds, cost_fields(config))
+
+    runs = [run("A", "sasrec", 100), run("A", "sasrec", 120), run("A", "bert4rec", 200), run("A", "cl4srec", 1000),
+            run("B", "sasrec", 330), run("B", "bert4rec", 600),
+            run("C", "sasrec", 50), run("C", "cl4srec", 400, rounds=2),  # C: CL4SRec with two rounds only
+            run("A", "fmlprec", 5000), run("A", "linrec", 10, plugin="none")]
+    assert [runs[i].fields["encoding"] for i in (0, 8)] == ["sequences", "prefix windows"]
+    estimator = Estimator(runs)
+    here = runs[4].fields
+    seconds, level, used = estimator.estimate({**here, "backbone": "cl4srec"})
+    # ratios B / A: sasrec 330 / 110 = 3, bert4rec 600 / 200 = 3; C's CL4SRec has two rounds and is not used
+    assert (seconds, level) == (pytest.approx(3000), SCALED_LEVEL)
+    assert {r.run_dir for r in used} == {r.run_dir for r in runs[:6]}
+    # a backbone measured on this dataset keeps its own time; one never measured anywhere: the dataset's median
+    assert estimator.estimate({**here, "backbone": "sasrec"})[:2] == (330, ESTIMATE_LEVELS[0][0])
+    assert estimator.estimate({**here, "backbone": "linrec"})[1] == ESTIMATE_LEVELS[3][0]
+    # FMLP-Rec on B: no prefix-encoded run on B to scale by or to take a median of: no estimate, not SASRec's time
+    fmlprec = cost_fields({"dataset": "B", "backbone": "fmlprec", "plugin": "mltfr", "schedule": "single",
+                           "train": {}, "plugin_options": {"consensus": False}, "token_tables": []})
+    assert math.isnan(estimator.estimate(fmlprec)[0]) and estimator.estimate(fmlprec)[1] == NO_ESTIMATE
+    with_bsarec = Estimator(runs + [run("A", "bsarec", 2000), run("B", "bsarec", 12000)])
+    assert with_bsarec.estimate(fmlprec)[:2] == (pytest.approx(30000), SCALED_LEVEL)  # scaled by BSARec: 6x
+    # no backbone of its encoding in common with the other dataset: nothing to scale by
+    alone = Estimator([run("A", "cl4srec", 1000), run("B", "sasrec", 330)])
+    assert alone.estimate({**here, "backbone": "cl4srec"})[1] == ESTIMATE_LEVELS[3][0]
 
 
 def test_rounds_follow_what_training_does():
