@@ -52,7 +52,7 @@ ESTIMATE_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("dataset, plug-in, encoding", ("dataset", "plugin", "rounds", "encoding")),
 )
 NO_ESTIMATE = "no stored run to estimate from"
-SCALED_LEVEL = "backbone on another dataset, scaled"  # tried after "dataset, backbone, plug-in" (Estimator.scaled)
+SCALED_LEVEL = "backbone on another dataset, scaled"  # tried before the last level (Estimator.scaled)
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
                   "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
@@ -84,15 +84,16 @@ def cost_fields(config: dict) -> dict:
 def backbone_encoding(name: str) -> str:
     """What a backbone's training time grows with: "prefix windows" for the backbones that encode one window
     per training prefix (FMLP-Rec, BSARec: ``PrefixEncodedMixin``, so interactions), "sequences" for the rest
-    (users). Times are only compared across backbones of one encoding: on ml-100k an FMLP-Rec epoch takes
-    about 6 times its Pantry time while a SASRec epoch is faster there (fewer users, more interactions each)."""
+    (users); text models (MixRec, LLMRec) get one of their own. Times are only compared across backbones of one
+    encoding: an FMLP-Rec epoch with MLTFR takes several times longer on ml-100k than on Pantry (2.4 times the
+    windows), while a SASRec epoch is about 10 times shorter there (943 users against Pantry's 7,123)."""
     from mltfrkit.models import backbone_class
     from mltfrkit.models.base import PrefixEncodedMixin
 
     try:
         return "prefix windows" if issubclass(backbone_class(name), PrefixEncodedMixin) else "sequences"
     except (KeyError, ValueError):
-        return f"unknown backbone {name}"
+        return f"model {name}"  # a text model or an unregistered name: compared with itself only
 
 
 @dataclass
@@ -126,8 +127,9 @@ def _median(runs: Iterable[TimedRun]) -> float:
 
 class Estimator:
     """Median stored time of the most similar stored runs (:data:`ESTIMATE_LEVELS`), with one step between
-    "dataset, backbone, plug-in" and "dataset, plug-in": :data:`SCALED_LEVEL`, the same backbone and plug-in
-    measured on another dataset, scaled by how the two datasets compare on the backbones both have. Without it a
+    "dataset, backbone, plug-in" and "dataset, plug-in, encoding": :data:`SCALED_LEVEL`, the same backbone and
+    plug-in measured on another dataset, scaled by how the two datasets compare on the backbones of its encoding
+    (and plug-in and rounds) both have; their medians mix schedules and epoch caps, so it is rough. Without it a
     backbone never run on this dataset would get the median of the others': FMLP-Rec and BSARec (one encoded
     window per training prefix) take several times SASRec's time, and a time budget (``--finish-by``) trusting
     that median would start a run hours longer than its estimate."""
@@ -144,7 +146,7 @@ class Estimator:
     def estimate(self, fields: dict) -> tuple[float, str, list[TimedRun]]:
         """(seconds, which level matched, the stored runs used); (NaN, :data:`NO_ESTIMATE`, []) when none."""
         for level, (label, keys) in enumerate(ESTIMATE_LEVELS):
-            if level == len(ESTIMATE_LEVELS) - 1:  # before the last level, "dataset, plug-in"
+            if level == len(ESTIMATE_LEVELS) - 1:  # before the last level, "dataset, plug-in, encoding"
                 seconds, matched = self.scaled(fields)
                 if matched:
                     return seconds, SCALED_LEVEL, matched
@@ -167,8 +169,10 @@ class Estimator:
             for (p, r, backbone), per_dataset in self.by_backbone.items():
                 if (p, r) == (plugin, rounds) and backbone != fields["backbone"] and dataset in per_dataset \
                         and other in per_dataset and backbone_encoding(backbone) == fields["encoding"]:
-                    ratios.append(_median(per_dataset[dataset]) / _median(per_dataset[other]))
-                    used += per_dataset[dataset] + per_dataset[other]
+                    there = _median(per_dataset[other])
+                    if there > 0:
+                        ratios.append(_median(per_dataset[dataset]) / there)
+                        used += per_dataset[dataset] + per_dataset[other]
             if ratios:
                 estimates.append(_median(runs) * float(pd.Series(ratios).median()))
                 used += runs
@@ -263,16 +267,18 @@ class GridPlan:
 
     def whole_grid_text(self) -> str:
         """What the whole grid takes, stored runs at their measured times and the rest at their estimates:
-        ``the whole grid: 12.1 h serial, 6.2 h wall with 2 workers (7.9 h measured on 30 stored runs)``; empty
-        when no stored run has a time (the estimate alone is the whole grid)."""
-        if not self.stored_timed:
+        ``the whole grid: 12.1 h serial, 6.2 h wall with 2 workers (7.9 h measured on 30 stored runs)``, naming
+        what it leaves out (stored runs without a time, runs without an estimate); empty when no stored run is
+        counted (the estimate is then the whole grid). Runs that may be answered are counted: an upper bound."""
+        if not (self.stored_timed or self.stored_untimed):
             return ""
         workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
-        untimed = f", {self.stored_untimed} without a time left out" if self.stored_untimed else ""
         runs = f"{self.stored_timed} stored run{'s' if self.stored_timed != 1 else ''}"
+        left_out = [f"{n} {what} left out" for n, what in ((self.stored_untimed, "stored without a time"),
+                                                           (self.unestimated, "without an estimate")) if n]
         return (f"the whole grid: {self.whole_serial_seconds / 3600:.1f} h serial, "
                 f"{self.whole_wall_seconds / 3600:.1f} h wall with {workers} "
-                f"({self.stored_seconds / 3600:.1f} h measured on {runs}{untimed})")
+                f"({self.stored_seconds / 3600:.1f} h measured on {runs}{''.join(', ' + t for t in left_out)})")
 
     def totals_line(self, label: str) -> str:
         """One line, e.g. ``claims on Pantry: 248 runs, 36 stored, 212 to train (5 resume); estimated 41.3 h
@@ -382,19 +388,31 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
     durations = [row["estimate_s"] for row in rows]
     serial = float(sum(durations[index] for index in known))
     wall = simulated_wall(durations, workers, order=known) if known else 0.0
-    # the stored runs' own measured times (a w/o SC result recorded from a full run trained nothing of its own)
-    stored_runs = {str(result.get("run_dir") or f"#{index}"): result for index, result in needs.stored.items()
-                   if not result.get("derived_from")}
-    measured = [float(s) for s in (result.get("seconds") for result in stored_runs.values())
-                if isinstance(s, (int, float)) and not isinstance(s, bool) and s > 0]
-    whole = measured + [durations[index] for index in known]
+    # The whole grid from an empty store: the stored runs at their own measured times, the rest at their
+    # estimates, in the executor's order. A w/o SC result recorded from a full run of this grid trained nothing
+    # of its own; one recorded from a full run outside the grid counts its round 1 time (its ``seconds``).
+    grid_dirs = {str(result.get("run_dir")) for result in needs.stored.values() if not result.get("derived_from")}
+    grid_dirs |= {str(run_dir) for run_dir in needs.to_train}
+    stored_runs: dict[str, tuple[int, dict]] = {}
+    for index, result in needs.stored.items():
+        if result.get("derived_from") and str(result["derived_from"]) in grid_dirs:
+            continue
+        stored_runs.setdefault(str(result.get("run_dir") or f"#{index}"), (index, result))
+    outside = {str(full.get("run_dir")) for index, full in needs.from_stored_full.items()} - grid_dirs
+    timed = [(index, float(result["seconds"])) for index, result in stored_runs.values()
+             if isinstance(result.get("seconds"), (int, float)) and not isinstance(result.get("seconds"), bool)
+             and result["seconds"] > 0]
+    whole_jobs = [RunJob(needs.specs[index], str(store.root), None, "") for index, _ in timed] + \
+        [jobs[index] for index in known]
+    whole = [seconds for _, seconds in timed] + [durations[index] for index in known]
     return GridPlan(runs=runs, grid=len(needs.specs), stored=len(needs.stored),
                     recorded_from_stored=len(needs.from_stored_full),
                     recorded_after=sum(len(v) for v in needs.derived_later.values()), workers=workers,
                     serial_seconds=serial, wall_seconds=wall, estimate_sources=len(used), root=str(store.root),
-                    stored_seconds=float(sum(measured)), stored_timed=len(measured),
-                    stored_untimed=len(stored_runs) - len(measured), whole_serial_seconds=float(sum(whole)),
-                    whole_wall_seconds=simulated_wall(whole, workers) if whole else 0.0)
+                    stored_seconds=float(sum(whole[:len(timed)])), stored_timed=len(timed),
+                    stored_untimed=len(stored_runs) - len(timed) + len(outside),
+                    whole_serial_seconds=float(sum(whole)),
+                    whole_wall_seconds=simulated_wall(whole, workers, order=longest_first(whole_jobs)) if whole else 0.0)
 
 
 __all__ = ["ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "SCALED_LEVEL", "TIMING_CAUTION",

@@ -142,6 +142,13 @@ def test_a_without_consensus_run_whose_full_run_is_in_the_grid_is_not_trained(ti
     assert [Path(d).name for d in trained] == plan.runs["run_dir"].tolist()
     assert all(result is not None for result in results)
     assert results[0]["derived_from"] == results[1]["derived_from"] == str(store.run_dir(tracked(full)))
+    # the whole grid counts the one run trained: the recorded ablations took no time of their own
+    done = store.plan(grid)
+    assert (done.to_train, done.stored_timed, done.stored_untimed) == (0, 1, 0)
+    assert done.stored_seconds == pytest.approx(store.get(tracked(full))["seconds"])
+    # an ablation whose full run is outside the grid counts its own (round 1) time
+    alone = store.plan([ablated])
+    assert alone.stored_timed == 1 and alone.stored_seconds == pytest.approx(results[0]["seconds"])
     # the ablations' recorded results removed, the stored full run answers for them: recorded, not trained
     for run in (ablated, tracked(ablated)):
         (store.run_dir(run) / "result.json").unlink()
@@ -223,6 +230,9 @@ def test_a_backbone_new_to_a_dataset_is_estimated_from_its_time_on_another_datas
     # no backbone of its encoding in common with the other dataset: nothing to scale by
     alone = Estimator([run("A", "cl4srec", 1000), run("B", "sasrec", 330)])
     assert alone.estimate({**here, "backbone": "cl4srec"})[1] == ESTIMATE_LEVELS[3][0]
+    # a median of 0 seconds there (only a hand-made estimator can hold one) is no ratio, not a ZeroDivisionError
+    zero = Estimator([run("A", "cl4srec", 1000), run("A", "sasrec", 0), run("B", "sasrec", 330)])
+    assert zero.estimate({**here, "backbone": "cl4srec"})[:2] == (330, ESTIMATE_LEVELS[3][0])
 
 
 def test_rounds_follow_what_training_does():
@@ -281,6 +291,7 @@ def test_the_whole_grid_adds_the_stored_runs_measured_times_to_the_estimates(thr
     assert plan.stored_seconds == pytest.approx(sum(own))
     assert plan.whole_serial_seconds == pytest.approx(sum(own) + estimate)
     assert plan.whole_wall_seconds == pytest.approx(simulated_wall([*own, estimate], 2))
+    assert plan.whole_wall_seconds >= plan.wall_seconds and plan.whole_serial_seconds >= plan.serial_seconds
     line = plan.totals_line("grid")
     assert f"the whole grid: {(sum(own) + estimate) / 3600:.1f} h serial" in line
     assert "measured on 2 stored runs" in line
@@ -312,7 +323,7 @@ def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, ca
     assert re.fullmatch(r"te_vs_re on tiny: 6 runs, 1 stored, 5 to train \(0 resume\); estimated \d+\.\d h serial, "
                         r"\d+\.\d h wall with 2 workers \(from 1 stored run's measured time; 4 runs have no estimate\); "
                         r"the whole grid: \d+\.\d h serial, \d+\.\d h wall with 2 workers \(\d+\.\d h measured on 1 stored "
-                        r"run\)", line), line
+                        r"run, 4 without an estimate left out\)", line), line
     assert TIMING_CAUTION in out
     assert re.search(r"sasrec\s+none\s+single\s+1\s+0\s+0", out)  # the summary's W/O row: 1 run, estimated
     assert re.search(r"sasrec\s+te\s+single\s+2\s+0\s+2", out)  # LLM-TE: 2 runs, none estimated
