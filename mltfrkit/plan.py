@@ -105,6 +105,13 @@ class TimedRun:
     fields: dict
 
 
+def measured_seconds(result: dict | None) -> float | None:
+    """A stored result's measured training time (its positive ``seconds``), or None when it has none."""
+    seconds = None if result is None else result.get("seconds")
+    ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0
+    return float(seconds) if ok else None
+
+
 def timed_runs(store: "ResultStore | str | Path") -> list[TimedRun]:
     """Every stored run of ``store`` (or of a store's version folder) with a positive measured ``seconds``. A
     w/o SC run recorded from a full run carries that run's round 1 time: what training it alone takes (the
@@ -115,9 +122,9 @@ def timed_runs(store: "ResultStore | str | Path") -> list[TimedRun]:
     runs = []
     for path in files:
         result = read_result(path)  # an invalid file is skipped, with a warning naming it
-        seconds = None if result is None else result.get("seconds")
-        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
-            runs.append(TimedRun(str(path.parent), float(seconds), cost_fields(result["config"])))
+        seconds = measured_seconds(result)
+        if seconds is not None:
+            runs.append(TimedRun(str(path.parent), seconds, cost_fields(result["config"])))
     return runs
 
 
@@ -167,8 +174,9 @@ class Estimator:
                 continue
             ratios = []
             for (p, r, backbone), per_dataset in self.by_backbone.items():
-                if (p, r) == (plugin, rounds) and backbone != fields["backbone"] and dataset in per_dataset \
-                        and other in per_dataset and backbone_encoding(backbone) == fields["encoding"]:
+                same_kind = (p, r) == (plugin, rounds) and backbone != fields["backbone"]
+                if same_kind and dataset in per_dataset and other in per_dataset \
+                        and per_dataset[other][0].fields["encoding"] == fields["encoding"]:
                     there = _median(per_dataset[other])
                     if there > 0:
                         ratios.append(_median(per_dataset[dataset]) / there)
@@ -219,13 +227,13 @@ class GridPlan:
     wall_seconds: float  # simulated with `workers` workers in the executor's order (runs with none left out)
     estimate_sources: int  # distinct stored runs the estimates were made from
     root: str = ""
-    # The grid's stored runs (distinct run directories; w/o SC results recorded from a full run are not runs of
-    # their own): their measured training seconds, how many had a time, and how many had none
+    # The grid's stored runs (distinct run directories; a w/o SC result recorded from a full run of the grid is not
+    # a run of its own): their measured training seconds, how many had a time, and how many had none
     stored_seconds: float = 0.0
     stored_timed: int = 0
     stored_untimed: int = 0
     # The whole grid as if trained from an empty store: the stored runs' measured times plus the estimates (runs
-    # with none left out), serial and simulated with `workers` workers, longest first
+    # with none left out), serial and simulated with `workers` workers in the executor's order
     whole_serial_seconds: float = 0.0
     whole_wall_seconds: float = 0.0
 
@@ -399,9 +407,8 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
             continue
         stored_runs.setdefault(str(result.get("run_dir") or f"#{index}"), (index, result))
     outside = {str(full.get("run_dir")) for index, full in needs.from_stored_full.items()} - grid_dirs
-    timed = [(index, float(result["seconds"])) for index, result in stored_runs.values()
-             if isinstance(result.get("seconds"), (int, float)) and not isinstance(result.get("seconds"), bool)
-             and result["seconds"] > 0]
+    timed = [(index, measured_seconds(result)) for index, result in stored_runs.values()
+             if measured_seconds(result) is not None]
     whole_jobs = [RunJob(needs.specs[index], str(store.root), None, "") for index, _ in timed] + \
         [jobs[index] for index in known]
     whole = [seconds for _, seconds in timed] + [durations[index] for index in known]
