@@ -155,6 +155,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     train nothing: print how many runs are stored, how many would be trained (counted as the sweep would
     train them) and an estimate of the time from the store's measured run times."""
     from mltfrkit.executors import GridDeferred, GridFailed
+
+    exp, options = sweep_experiment(args)  # ValueError: main prints it as one line, exit code 2
+    if args.plan:
+        plan = exp.plan(args.experiment, workers=args.workers, **options)
+        print(plan.report(f"{args.experiment} on {exp.dataset}"))
+        return 0
+    exp.store.finish_by = args.finish_by
+    try:
+        results = exp.sweep(args.experiment, **options)
+    except GridFailed as failed:
+        print(f"mltfrkit: error: {failed}", file=sys.stderr)
+        return 3 if failed.deferred else 1  # 3: the time budget left runs to do (the failed ones are named)
+    except GridDeferred as deferred:
+        print(f"mltfrkit: {deferred}", file=sys.stderr)
+        return 3
+    print(f"{args.experiment}: {len(results)} runs stored in {exp.store.root}")
+    return 0
+
+
+def sweep_experiment(args: argparse.Namespace):
+    """The :class:`~mltfrkit.experiments.Experiment` and grid options of parsed ``mltfrkit sweep`` arguments
+    (``scripts/paper_batch.py --plan`` plans its queue with it in one process); ValueError for options that do
+    not apply to the grid."""
     from mltfrkit.experiments import Experiment
 
     exp = Experiment(args.dataset, data_dir=args.data_dir, profile=args.profile, backbones=args.backbones,
@@ -172,29 +195,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # llm_heavy) stays a string, so the sweep trains exactly the runs the notebook then reads
         options["sources"] = args.sources[0] if len(args.sources) == 1 else list(args.sources)
     elif args.sources:
-        print(f"mltfrkit: error: --sources applies to the te_vs_re, claims and reproduction_gap grids, "
-              f"not {args.experiment}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--sources applies to the te_vs_re, claims and reproduction_gap grids, not {args.experiment}")
     if args.controls is not None:
         if args.experiment != "table2":
-            print("mltfrkit: error: --controls applies to the table2 grid only", file=sys.stderr)
-            return 2
+            raise ValueError("--controls applies to the table2 grid only")
         options["controls"] = args.controls
-    if args.plan:
-        plan = exp.plan(args.experiment, workers=args.workers, **options)
-        print(plan.report(f"{args.experiment} on {exp.dataset}"))
-        return 0
-    exp.store.finish_by = args.finish_by
-    try:
-        results = exp.sweep(args.experiment, **options)
-    except GridFailed as failed:
-        print(f"mltfrkit: error: {failed}", file=sys.stderr)
-        return 3 if failed.deferred else 1  # 3: the time budget left runs to do (the failed ones are named)
-    except GridDeferred as deferred:
-        print(f"mltfrkit: {deferred}", file=sys.stderr)
-        return 3
-    print(f"{args.experiment}: {len(results)} runs stored in {exp.store.root}")
-    return 0
+    return exp, options
 
 
 def finish_by_time(text: str, now: float | None = None) -> float:

@@ -8,7 +8,8 @@ round 1, and the run directories left to train, some of which resume from a chec
 Each run to train gets an estimate: the median measured ``seconds`` of the stored runs in the same store
 that are most like it, found by falling back through :data:`ESTIMATE_LEVELS` from specific to general.
 Between the last two levels, a backbone measured on another dataset is scaled to this one
-(:data:`SCALED_LEVEL`, :meth:`Estimator.scaled`). A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
+(:data:`SCALED_LEVEL`, :meth:`Estimator.scaled`), by the runs of the same plug-in on both; after the last,
+by the runs of any plug-in on both (:data:`SCALED_ANY_PLUGIN_LEVEL`). A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
 nothing is invented for it, and the totals say how many such runs they leave out.
 
 The wall time with N workers simulates the process and Ray executors: they start runs in
@@ -53,6 +54,8 @@ ESTIMATE_LEVELS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 NO_ESTIMATE = "no stored run to estimate from"
 SCALED_LEVEL = "backbone on another dataset, scaled"  # tried before the last level (Estimator.scaled)
+# tried after the last level: the dataset's size effect from runs of any plug-in (Estimator.scaled, any_plugin)
+SCALED_ANY_PLUGIN_LEVEL = "backbone on another dataset, scaled by other plug-ins"
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
                   "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
@@ -160,13 +163,22 @@ class Estimator:
             matched = self.index[level].get(tuple(fields[k] for k in keys))
             if matched:
                 return _median(matched), label, matched
+        seconds, matched = self.scaled(fields, any_plugin=True)
+        if matched:
+            return seconds, SCALED_ANY_PLUGIN_LEVEL, matched
         return math.nan, NO_ESTIMATE, []
 
-    def scaled(self, fields: dict) -> tuple[float, list[TimedRun]]:
+    def scaled(self, fields: dict, any_plugin: bool = False) -> tuple[float, list[TimedRun]]:
         """:data:`SCALED_LEVEL`: for each other dataset D where this backbone ran with this plug-in and number
         of rounds, its median time there times the median, over the backbones of its encoding
         (:func:`backbone_encoding`) run on both datasets, of (their median time here / there); the median of
-        those over D. (NaN, []) when no dataset has what it needs."""
+        those over D. (NaN, []) when no dataset has what it needs.
+
+        ``any_plugin`` (:data:`SCALED_ANY_PLUGIN_LEVEL`, the last resort): the ratios come from runs of any
+        plug-in and number of rounds of that encoding, this backbone's own W/O runs included: how much longer
+        an epoch takes on this dataset, when no run of this plug-in has been made here yet (LLM-TE on Beauty,
+        say, where SASRec W/O and SASRec + MLTFR are measured on both Beauty and Pantry). Rougher still: it
+        assumes the plug-in's cost grows with the dataset as the backbone's does."""
         plugin, rounds, dataset = fields["plugin"], fields["rounds"], fields["dataset"]
         estimates, used = [], []
         for other, runs in self.by_backbone.get((plugin, rounds, fields["backbone"]), {}).items():
@@ -174,7 +186,8 @@ class Estimator:
                 continue
             ratios = []
             for (p, r, backbone), per_dataset in self.by_backbone.items():
-                same_kind = (p, r) == (plugin, rounds) and backbone != fields["backbone"]
+                # a kind measured on this dataset; the run's own kind never is (else an earlier level matched)
+                same_kind = any_plugin or ((p, r) == (plugin, rounds) and backbone != fields["backbone"])
                 if same_kind and dataset in per_dataset and other in per_dataset \
                         and per_dataset[other][0].fields["encoding"] == fields["encoding"]:
                     there = _median(per_dataset[other])
@@ -236,6 +249,10 @@ class GridPlan:
     # with none left out), serial and simulated with `workers` workers in the executor's order
     whole_serial_seconds: float = 0.0
     whole_wall_seconds: float = 0.0
+    # One row per run directory of the whole grid (stored and to train): ``run_dir`` (its name), ``seconds``
+    # (measured, else the estimate, NaN: neither), ``measured``, ``order`` (its place in the executor's order
+    # among the runs with seconds): what :func:`batch_totals` adds up over several grids without counting twice
+    whole_runs: pd.DataFrame | None = None
 
     @property
     def to_train(self) -> int:
@@ -412,6 +429,15 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
     whole_jobs = [RunJob(needs.specs[index], str(store.root), None, "") for index, _ in timed] + \
         [jobs[index] for index in known]
     whole = [seconds for _, seconds in timed] + [durations[index] for index in known]
+    whole_order = longest_first(whole_jobs)
+    timed_dirs = [name for name, (index, result) in stored_runs.items() if measured_seconds(result) is not None]
+    unknown = [index for index in range(len(rows)) if math.isnan(durations[index])]
+    whole_runs = pd.DataFrame({
+        "run_dir": [Path(name).name for name in timed_dirs] + [rows[i]["run_dir"] for i in known]
+        + [rows[i]["run_dir"] for i in unknown],
+        "seconds": whole + [math.nan] * len(unknown),
+        "measured": [True] * len(timed) + [False] * (len(known) + len(unknown)),
+        "order": [whole_order.index(i) for i in range(len(whole))] + [-1] * len(unknown)})
     return GridPlan(runs=runs, grid=len(needs.specs), stored=len(needs.stored),
                     recorded_from_stored=len(needs.from_stored_full),
                     recorded_after=sum(len(v) for v in needs.derived_later.values()), workers=workers,
@@ -419,8 +445,60 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
                     stored_seconds=float(sum(whole[:len(timed)])), stored_timed=len(timed),
                     stored_untimed=len(stored_runs) - len(timed) + len(outside),
                     whole_serial_seconds=float(sum(whole)),
-                    whole_wall_seconds=simulated_wall(whole, workers, order=longest_first(whole_jobs)) if whole else 0.0)
+                    whole_wall_seconds=simulated_wall(whole, workers, order=whole_order) if whole else 0.0,
+                    whole_runs=whole_runs)
 
 
-__all__ = ["ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "SCALED_LEVEL", "TIMING_CAUTION",
-           "backbone_encoding", "cost_fields", "plan_grid", "simulated_wall", "timed_runs"]
+@dataclass
+class BatchTotals:
+    """Several grids trained one after another (a batch such as ``scripts/paper_batch.py``'s queue), each run
+    directory counted once, in the first grid that holds it (a later grid finds it stored): ``serial_seconds``
+    the sum of the runs' seconds (measured or estimated), ``wall_seconds`` the sum of each grid's simulated wall
+    time over its own new runs (a grid starts when the one before has ended, as the batch runs them)."""
+
+    grids: int
+    runs: int
+    measured: int
+    estimated: int
+    unestimated: int
+    measured_seconds: float
+    serial_seconds: float
+    wall_seconds: float
+    workers: int
+
+    def text(self, label: str) -> str:
+        workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
+        left_out = (f"; {self.unestimated} run{'s' if self.unestimated != 1 else ''} without an estimate left out: "
+                    f"it takes longer than that" if self.unestimated else "")
+        return (f"{label} ({self.grids} grids, {self.runs} distinct runs): {self.serial_seconds / 3600:.1f} h serial, "
+                f"{self.wall_seconds / 3600:.1f} h wall with {workers}; {self.measured_seconds / 3600:.1f} h "
+                f"measured on {self.measured} stored run{'s' if self.measured != 1 else ''}, {self.estimated} "
+                f"estimated{left_out}")
+
+
+def batch_totals(plans: Sequence[GridPlan]) -> BatchTotals:
+    """The whole-grid times of ``plans`` (in the order they run) as one batch: :class:`BatchTotals`."""
+    seen: set[str] = set()
+    runs = measured = estimated = unestimated = 0
+    measured_s = serial = wall = 0.0
+    for plan in plans:
+        table = plan.whole_runs if plan.whole_runs is not None else pd.DataFrame(columns=["run_dir"])
+        new = table[~table["run_dir"].isin(seen)].drop_duplicates("run_dir")
+        seen.update(new["run_dir"])
+        timed = new[new["seconds"].notna()].sort_values("order")
+        runs += len(new)
+        measured += int(timed["measured"].sum())
+        estimated += int((~timed["measured"].astype(bool)).sum())
+        unestimated += int(new["seconds"].isna().sum())
+        measured_s += float(timed.loc[timed["measured"].astype(bool), "seconds"].sum())
+        serial += float(timed["seconds"].sum())
+        if len(timed):
+            wall += simulated_wall(list(timed["seconds"]), plan.workers, order=range(len(timed)))
+    workers = plans[0].workers if plans else 1
+    return BatchTotals(grids=len(plans), runs=runs, measured=measured, estimated=estimated, unestimated=unestimated,
+                       measured_seconds=measured_s, serial_seconds=serial, wall_seconds=wall, workers=workers)
+
+
+__all__ = ["BatchTotals", "ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "SCALED_ANY_PLUGIN_LEVEL",
+           "SCALED_LEVEL", "TIMING_CAUTION", "backbone_encoding", "batch_totals", "cost_fields", "plan_grid",
+           "simulated_wall", "timed_runs"]

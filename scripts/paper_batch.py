@@ -2,7 +2,7 @@
 """The paper-profile batch behind issue 15's ladder and issue 20's claims, a session at a time.
 
     python scripts/paper_batch.py --finish-by 08:50            # import results/, train in order until 08:50, export
-    python scripts/paper_batch.py --plan                       # what each grid still needs (trains nothing)
+    python scripts/paper_batch.py --plan                       # what each grid still needs, the batch's total
     python scripts/paper_batch.py --only claims-ml-100k-ours   # one grid of the queue
 
 The whole batch is days of compute on a 2-core laptop, more than one machine keeps its store, so each
@@ -91,6 +91,26 @@ def mltfrkit(*args: str) -> int:
         raise
 
 
+def print_plans(grids: list[str], sweep_options: list[str]) -> None:
+    """Each grid's ``mltfrkit sweep ... --plan`` report, then one line for the whole claims batch (its grids in
+    queue order, each run once: a focus grid's runs are its full grid's), from the stored runs' measured times
+    plus the estimates: issue 20's "wall time of the whole claims batch with the parallel executor"."""
+    from mltfrkit.cli import build_parser, sweep_experiment
+    from mltfrkit.plan import batch_totals
+
+    plans = {}
+    for name in grids:
+        argv = ["sweep", *QUEUE[name], *sweep_options, "--plan"]
+        print("$ mltfrkit " + " ".join(argv[:-1] + ["--plan"]), flush=True)
+        args = build_parser().parse_args(argv)
+        exp, options = sweep_experiment(args)
+        plans[name] = exp.plan(args.experiment, workers=args.workers, **options)
+        print(plans[name].report(f"{args.experiment} on {exp.dataset}"), flush=True)
+    claims = [plan for name, plan in plans.items() if name.startswith("claims-")]
+    if claims:
+        print(batch_totals(claims).text("the claims batch, in queue order from an empty store"))
+
+
 def budget(text: str | None) -> tuple[float | None, list[str]]:
     """``--finish-by`` read once, as the time it means now (so ``+2h`` and ``08:50`` mean one moment for the
     whole queue, not a fresh budget per grid), and the sweep option that passes that moment on."""
@@ -127,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     sweep_options = ["--data-dir", args.data_dir, *COMMON, *store, "--executor", "processes",
                      "--workers", args.workers, "--threads", args.threads]
     if args.plan:
-        for name in grids:
-            mltfrkit("sweep", *QUEUE[name], *sweep_options, "--plan")
+        print_plans(grids, sweep_options)
         return 0
     root = store_root(args.runs_dir)
     if (Path(args.archive) / root.name).is_dir():  # a first session has nothing to import

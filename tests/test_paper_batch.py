@@ -133,3 +133,38 @@ def test_a_stopped_batch_stops_its_sweep_and_waits_for_it(batch, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         batch.mltfrkit("sweep", "table2")
     assert child.returncode == 143 and waits == [None, batch.STOP_GRACE]
+
+
+def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, monkeypatch, capsys):
+    """--plan trains, imports and exports nothing: each grid's report, then the claims grids' batch total, a run
+    shared by a focus grid and its full grid counted once."""
+    import pandas as pd
+
+    import mltfrkit.cli as cli
+    from mltfrkit.plan import GridPlan
+
+    monkeypatch.setattr(batch, "mltfrkit", lambda *a: pytest.fail("nothing may run"))
+
+    class FakeExperiment:
+        def __init__(self, args):
+            self.dataset, self.backbones = args.dataset, args.backbones
+
+        def plan(self, name, workers=None, **options):
+            focus = self.backbones is not None  # a focus grid: one run; its full grid adds another
+            rows = [(f"{self.dataset}-{name}-shared", 3600.0, True, 0)]
+            if not focus:
+                rows.append((f"{self.dataset}-{name}-own", 7200.0, False, 1))
+            frame = pd.DataFrame(rows, columns=["run_dir", "seconds", "measured", "order"])
+            return GridPlan(runs=pd.DataFrame(columns=["entries", "estimate_s", "resumes", "may_be_answered"]),
+                            grid=len(rows), stored=len(rows), recorded_from_stored=0, recorded_after=0, workers=2,
+                            serial_seconds=0, wall_seconds=0, estimate_sources=0, whole_runs=frame)
+
+    monkeypatch.setattr(cli, "sweep_experiment", lambda args: (FakeExperiment(args), {}))
+    grids = ["ladder-Pantry-sasrec", "claims-Pantry-ours-focus", "claims-Pantry-ours"]
+    assert batch.main(["--plan", "--only", *grids]) == 0
+    out = capsys.readouterr().out
+    assert out.count("$ mltfrkit sweep") == 3 and "reproduction_gap on Pantry" in out
+    # the ladder is not a claims grid; the claims grids hold 2 distinct runs: 1 h measured, 2 h estimated
+    assert out.strip().splitlines()[-1] == ("the claims batch, in queue order from an empty store (2 grids, 2 distinct "
+                                            "runs): 3.0 h serial, 3.0 h wall with 2 workers; 1.0 h measured on 1 "
+                                            "stored run, 1 estimated")

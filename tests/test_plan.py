@@ -18,8 +18,8 @@ import pytest
 from mltfrkit import store as store_module
 from mltfrkit.cli import main
 from mltfrkit.executors import concurrent_runs, make_executor
-from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_LEVEL, TIMING_CAUTION, Estimator, TimedRun, cost_fields,
-                           simulated_wall)
+from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_ANY_PLUGIN_LEVEL, SCALED_LEVEL, TIMING_CAUTION,
+                           Estimator, GridPlan, TimedRun, batch_totals, cost_fields, simulated_wall)
 from mltfrkit.store import ResultStore
 from test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
 
@@ -235,6 +235,54 @@ def test_a_backbone_new_to_a_dataset_is_estimated_from_its_time_on_another_datas
     assert zero.estimate({**here, "backbone": "cl4srec"})[:2] == (330, ESTIMATE_LEVELS[3][0])
 
 
+def test_a_plug_in_new_to_a_dataset_is_scaled_by_the_other_plug_ins_runs_as_a_last_resort():
+    """LLM-TE on B, where no LLM-TE run and no run of its encoding with that plug-in exists: its time on A, scaled
+    by B / A of the runs of any plug-in measured on both (its own backbone's W/O and MLTFR runs among them);
+    never when a same-dataset level matches, and never across encodings."""
+    def run(dataset, backbone, plugin, seconds):
+        config = {"dataset": dataset, "backbone": backbone, "plugin": plugin, "schedule": "single", "train": {},
+                  "plugin_options": {"consensus": False}, "token_tables": []}
+        return TimedRun(f"{dataset}-{backbone}-{plugin}-{seconds}", seconds, cost_fields(config))
+
+    runs = [run("A", "sasrec", "none", 100), run("B", "sasrec", "none", 400),  # ratio 4
+            run("A", "sasrec", "mltfr", 300), run("B", "sasrec", "mltfr", 1800),  # ratio 6
+            run("A", "sasrec", "te", 200), run("A", "fmlprec", "none", 50), run("B", "fmlprec", "none", 5000)]
+    estimator = Estimator(runs)
+    te_b = {**runs[1].fields, "plugin": "te"}
+    seconds, level, used = estimator.estimate(te_b)
+    assert (seconds, level) == (pytest.approx(200 * 5), SCALED_ANY_PLUGIN_LEVEL)  # the median ratio of 4 and 6
+    assert {r.run_dir for r in used} == {r.run_dir for r in runs[:5]}  # FMLP-Rec's 100x is another encoding
+    # a same-dataset run of the plug-in (another backbone of the encoding) comes first
+    with_bert = Estimator(runs + [run("B", "bert4rec", "te", 700)])
+    assert with_bert.estimate(te_b)[:2] == (700, ESTIMATE_LEVELS[3][0])
+    # nothing measured on both datasets: still no estimate
+    assert Estimator(runs[4:5] + [run("B", "sasrec", "none", 400)]).estimate(te_b)[1] == NO_ESTIMATE
+
+
+def test_a_batch_counts_each_run_once_and_runs_its_grids_one_after_another():
+    """batch_totals: a run in two grids (a focus grid's runs are its full grid's) counts in the first only;
+    each grid's wall time is simulated over its new runs, and the grids' walls add up (one starts when the one
+    before has ended); runs without an estimate are counted and named, never given a time."""
+    import pandas as pd
+
+    def plan(rows, workers=2):
+        frame = pd.DataFrame(rows, columns=["run_dir", "seconds", "measured", "order"])
+        return GridPlan(runs=pd.DataFrame(), grid=len(rows), stored=0, recorded_from_stored=0, recorded_after=0,
+                        workers=workers, serial_seconds=0, wall_seconds=0, estimate_sources=0, whole_runs=frame)
+
+    focus = plan([("a", 5.0, True, 0), ("b", 3.0, False, 1)])
+    full = plan([("a", 5.0, True, 0), ("c", 4.0, False, 1), ("b", 3.0, False, 2), ("d", 4.0, False, 3),
+                 ("e", math.nan, False, -1)])
+    totals = batch_totals([focus, full])
+    assert (totals.grids, totals.runs, totals.measured, totals.estimated, totals.unestimated) == (2, 5, 1, 3, 1)
+    assert totals.serial_seconds == 16 and totals.measured_seconds == 5
+    assert totals.wall_seconds == 5 + 4  # focus: 5 | 3; full's new runs: 4 | 4
+    text = totals.text("batch")
+    assert text.startswith("batch (2 grids, 5 distinct runs): 0.0 h serial, 0.0 h wall with 2 workers")
+    assert "1 run without an estimate left out" in text
+    assert batch_totals([full, focus]).wall_seconds == simulated_wall([5, 4, 3, 4], 2, order=[0, 1, 2, 3])
+
+
 def test_rounds_follow_what_training_does():
     """Runs that train twice are never estimated from runs that train once: MLTFR trains a second round only
     with a consensus expert (two experts of one width), a w/o SC run once, a two-round schedule twice."""
@@ -302,6 +350,12 @@ def test_the_whole_grid_adds_the_stored_runs_measured_times_to_the_estimates(thr
     done = store.plan(stored, workers=1)
     assert done.to_train == 0 and done.whole_wall_seconds == pytest.approx(sum(own))
     assert "nothing to train; the whole grid" in done.totals_line("grid")
+    # the whole grid's runs, one row each, for a batch's total: the same seconds and wall
+    rows = plan.whole_runs
+    assert sorted(rows["run_dir"]) == sorted([store.run_dir(run).name for run in stored] + [store.run_dir(new).name])
+    assert rows["measured"].sum() == 2 and rows["seconds"].sum() == pytest.approx(plan.whole_serial_seconds)
+    assert batch_totals([plan]).wall_seconds == pytest.approx(plan.whole_wall_seconds)
+    assert batch_totals([plan, done]).runs == 3  # the second grid's runs are the first's
 
 
 def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, capsys, monkeypatch):
