@@ -422,7 +422,8 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
     for index, result in needs.stored.items():
         if result.get("derived_from") and str(result["derived_from"]) in grid_dirs:
             continue
-        stored_runs.setdefault(str(result.get("run_dir") or f"#{index}"), (index, result))
+        # (a result without its directory, which the store never returns, gets a key no other grid shares)
+        stored_runs.setdefault(str(result.get("run_dir") or f"#{id(needs)}-{index}"), (index, result))
     outside = {str(full.get("run_dir")) for index, full in needs.from_stored_full.items()} - grid_dirs
     timed = [(index, measured_seconds(result)) for index, result in stored_runs.values()
              if measured_seconds(result) is not None]
@@ -431,13 +432,15 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
     whole = [seconds for _, seconds in timed] + [durations[index] for index in known]
     whole_order = longest_first(whole_jobs)
     timed_dirs = [name for name, (index, result) in stored_runs.items() if measured_seconds(result) is not None]
+    untimed_dirs = [name for name, (index, result) in stored_runs.items() if measured_seconds(result) is None]
+    untimed_dirs += sorted(outside)
     unknown = [index for index in range(len(rows)) if math.isnan(durations[index])]
-    whole_runs = pd.DataFrame({
+    whole_runs = pd.DataFrame({  # stored with a time, to train with an estimate, to train without, stored without
         "run_dir": [Path(name).name for name in timed_dirs] + [rows[i]["run_dir"] for i in known]
-        + [rows[i]["run_dir"] for i in unknown],
-        "seconds": whole + [math.nan] * len(unknown),
-        "measured": [True] * len(timed) + [False] * (len(known) + len(unknown)),
-        "order": [whole_order.index(i) for i in range(len(whole))] + [-1] * len(unknown)})
+        + [rows[i]["run_dir"] for i in unknown] + [Path(name).name for name in untimed_dirs],
+        "seconds": whole + [math.nan] * (len(unknown) + len(untimed_dirs)),
+        "measured": [True] * len(timed) + [False] * (len(known) + len(unknown)) + [True] * len(untimed_dirs),
+        "order": [whole_order.index(i) for i in range(len(whole))] + [-1] * (len(unknown) + len(untimed_dirs))})
     return GridPlan(runs=runs, grid=len(needs.specs), stored=len(needs.stored),
                     recorded_from_stored=len(needs.from_stored_full),
                     recorded_after=sum(len(v) for v in needs.derived_later.values()), workers=workers,
@@ -460,7 +463,8 @@ class BatchTotals:
     runs: int
     measured: int
     estimated: int
-    unestimated: int
+    unestimated: int  # runs to train without an estimate
+    stored_untimed: int  # stored runs without a measured time
     measured_seconds: float
     serial_seconds: float
     wall_seconds: float
@@ -468,8 +472,9 @@ class BatchTotals:
 
     def text(self, label: str) -> str:
         workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
-        left_out = (f"; {self.unestimated} run{'s' if self.unestimated != 1 else ''} without an estimate left out: "
-                    f"it takes longer than that" if self.unestimated else "")
+        missing = [f"{n} {what}" for n, what in ((self.unestimated, "without an estimate"),
+                                                 (self.stored_untimed, "stored without a time")) if n]
+        left_out = f"; left out: {' and '.join(missing)}, so it takes longer than that" if missing else ""
         return (f"{label} ({self.grids} grids, {self.runs} distinct runs): {self.serial_seconds / 3600:.1f} h serial, "
                 f"{self.wall_seconds / 3600:.1f} h wall with {workers}; {self.measured_seconds / 3600:.1f} h "
                 f"measured on {self.measured} stored run{'s' if self.measured != 1 else ''}, {self.estimated} "
@@ -479,23 +484,26 @@ class BatchTotals:
 def batch_totals(plans: Sequence[GridPlan]) -> BatchTotals:
     """The whole-grid times of ``plans`` (in the order they run) as one batch: :class:`BatchTotals`."""
     seen: set[str] = set()
-    runs = measured = estimated = unestimated = 0
+    runs = measured = estimated = unestimated = untimed = 0
     measured_s = serial = wall = 0.0
     for plan in plans:
-        table = plan.whole_runs if plan.whole_runs is not None else pd.DataFrame(columns=["run_dir"])
+        table = plan.whole_runs if plan.whole_runs is not None else \
+            pd.DataFrame({"run_dir": [], "seconds": [], "measured": [], "order": []})
         new = table[~table["run_dir"].isin(seen)].drop_duplicates("run_dir")
         seen.update(new["run_dir"])
         timed = new[new["seconds"].notna()].sort_values("order")
         runs += len(new)
         measured += int(timed["measured"].sum())
         estimated += int((~timed["measured"].astype(bool)).sum())
-        unestimated += int(new["seconds"].isna().sum())
+        unestimated += int((new["seconds"].isna() & ~new["measured"].astype(bool)).sum())
+        untimed += int((new["seconds"].isna() & new["measured"].astype(bool)).sum())
         measured_s += float(timed.loc[timed["measured"].astype(bool), "seconds"].sum())
         serial += float(timed["seconds"].sum())
         if len(timed):
             wall += simulated_wall(list(timed["seconds"]), plan.workers, order=range(len(timed)))
     workers = plans[0].workers if plans else 1
     return BatchTotals(grids=len(plans), runs=runs, measured=measured, estimated=estimated, unestimated=unestimated,
+                       stored_untimed=untimed,
                        measured_seconds=measured_s, serial_seconds=serial, wall_seconds=wall, workers=workers)
 
 

@@ -95,20 +95,33 @@ def print_plans(grids: list[str], sweep_options: list[str]) -> None:
     """Each grid's ``mltfrkit sweep ... --plan`` report, then one line for the whole claims batch (its grids in
     queue order, each run once: a focus grid's runs are its full grid's), from the stored runs' measured times
     plus the estimates: issue 20's "wall time of the whole claims batch with the parallel executor"."""
-    from mltfrkit.cli import build_parser, sweep_experiment
+    import contextlib
+
+    from mltfrkit.cli import LIBRARY_ERRORS, OTHER_ERRORS, build_parser, sweep_experiment
     from mltfrkit.plan import batch_totals
 
-    plans = {}
-    for name in grids:
-        argv = ["sweep", *QUEUE[name], *sweep_options, "--plan"]
-        print("$ mltfrkit " + " ".join(argv[:-1] + ["--plan"]), flush=True)
-        args = build_parser().parse_args(argv)
-        exp, options = sweep_experiment(args)
-        plans[name] = exp.plan(args.experiment, workers=args.workers, **options)
-        print(plans[name].report(f"{args.experiment} on {exp.dataset}"), flush=True)
-    claims = [plan for name, plan in plans.items() if name.startswith("claims-")]
-    if claims:
-        print(batch_totals(claims).text("the claims batch, in queue order from an empty store"))
+    plans, failed = {}, []
+    with contextlib.chdir(REPO):  # relative paths mean what they mean to the sweeps, which run in REPO
+        for name in grids:
+            argv = ["sweep", *QUEUE[name], *sweep_options, "--plan"]
+            print("$ mltfrkit " + " ".join(argv), flush=True)
+            args = build_parser().parse_args(argv)
+            try:
+                exp, options = sweep_experiment(args)
+                plans[name] = exp.plan(args.experiment, workers=args.workers, **options)
+            except LIBRARY_ERRORS + OTHER_ERRORS as error:  # one grid that cannot be planned: the rest still are
+                print(f"mltfrkit: error: {error}", file=sys.stderr, flush=True)
+                failed.append(name)
+                continue
+            print(plans[name].report(f"{args.experiment} on {exp.dataset}"), flush=True)
+    claims = [name for name in QUEUE if name.startswith("claims-")]
+    planned = [name for name in claims if name in plans]
+    if planned:
+        label = ("the claims batch" if planned == claims else
+                 f"{len(planned)} of the queue's {len(claims)} claims grids") + ", in queue order from an empty store"
+        print(batch_totals([plans[name] for name in planned]).text(label))
+    if failed:
+        print(f"not planned (the error above): {', '.join(failed)}; the total leaves them out", file=sys.stderr)
 
 
 def budget(text: str | None) -> tuple[float | None, list[str]]:

@@ -165,6 +165,21 @@ def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, mo
     out = capsys.readouterr().out
     assert out.count("$ mltfrkit sweep") == 3 and "reproduction_gap on Pantry" in out
     # the ladder is not a claims grid; the claims grids hold 2 distinct runs: 1 h measured, 2 h estimated
-    assert out.strip().splitlines()[-1] == ("the claims batch, in queue order from an empty store (2 grids, 2 distinct "
-                                            "runs): 3.0 h serial, 3.0 h wall with 2 workers; 1.0 h measured on 1 "
-                                            "stored run, 1 estimated")
+    total = sum(name.startswith("claims-") for name in batch.QUEUE)
+    assert out.strip().splitlines()[-1] == (f"2 of the queue's {total} claims grids, in queue order from an empty store (2 "
+                                            "grids, 2 distinct runs): 3.0 h serial, 3.0 h wall with 2 workers; 1.0 h "
+                                            "measured on 1 stored run, 1 estimated")
+    # a grid that cannot be planned is named; the others are planned and totalled without it
+    real = FakeExperiment.plan
+
+    def failing(self, name, workers=None, **options):
+        if self.backbones is None:
+            raise FileNotFoundError("no such dataset file: Pantry.inter")
+        return real(self, name, workers, **options)
+
+    monkeypatch.setattr(FakeExperiment, "plan", failing)
+    assert batch.main(["--plan", "--only", *grids]) == 0
+    captured = capsys.readouterr()
+    assert "mltfrkit: error: no such dataset file" in captured.err
+    assert "not planned (the error above): claims-Pantry-ours" in captured.err
+    assert f"1 of the queue's {total} claims grids" in captured.out.strip().splitlines()[-1]

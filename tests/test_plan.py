@@ -279,8 +279,13 @@ def test_a_batch_counts_each_run_once_and_runs_its_grids_one_after_another():
     assert totals.wall_seconds == 5 + 4  # focus: 5 | 3; full's new runs: 4 | 4
     text = totals.text("batch")
     assert text.startswith("batch (2 grids, 5 distinct runs): 0.0 h serial, 0.0 h wall with 2 workers")
-    assert "1 run without an estimate left out" in text
+    assert "left out: 1 without an estimate, so it takes longer than that" in text
     assert batch_totals([full, focus]).wall_seconds == simulated_wall([5, 4, 3, 4], 2, order=[0, 1, 2, 3])
+    # a stored run without a time is counted and named, not given one; a plan without rows adds nothing
+    untimed = plan([("f", math.nan, True, -1)])
+    totals = batch_totals([focus, untimed, replace(untimed, whole_runs=None)])
+    assert (totals.runs, totals.stored_untimed, totals.unestimated) == (3, 1, 0)
+    assert "left out: 1 stored without a time" in totals.text("batch")
 
 
 def test_rounds_follow_what_training_does():
