@@ -299,6 +299,39 @@ def stored_dirs(exp: Experiment, specs) -> tuple[set, set]:
     return needed, stored
 
 
+def at_epoch_cap(result: dict) -> bool:
+    """Whether a stored run ran to its epoch cap in a round it trained (round 1 or 2 of a two-round run, else the
+    run) without early stopping: the model may still have been improving, so a comparison of such runs is one at
+    that epoch budget (the paper's 100 at the paper profile), not at convergence."""
+    rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
+    return any(part.get("stopped_early") is False for part in rounds)
+
+
+def capped_dirs(exp: Experiment, specs) -> set:
+    """The run directories of ``specs`` whose stored run (or, for a w/o SC run recorded from its full run, that
+    full run's round 1) reached the epoch cap (:func:`at_epoch_cap`)."""
+    store, capped = exp.store, set()
+    for spec in specs:
+        result = store.get(spec)
+        if result is None:
+            full = store._full_run_of(spec)
+            result = store.get(full) if full is not None else None
+            result = result.get("round1") if isinstance(result, dict) else None
+        if isinstance(result, dict) and at_epoch_cap(result):
+            capped.add(str(store.run_dir(spec)))
+    return capped
+
+
+def runs_text(needed: set, stored: set, capped: set, epochs=None) -> str:
+    """``6 of 6`` / ``6 of 6 (4 at the 100-epoch cap)``: stored of needed run directories, and how many of the
+    stored ones ran to their epoch cap without early stopping."""
+    if not needed:
+        return "(no runs)"
+    at_cap = len(capped & stored)
+    cap = f"{epochs}-epoch cap" if epochs else "epoch cap"
+    return f"{len(stored)} of {len(needed)}" + (f" ({at_cap} at the {cap})" if at_cap else "")
+
+
 class Missing(str):
     """Why a comparison's stored measurement is missing (not measured), as opposed to a plain string reason,
     which says why the data cannot answer it (not applicable)."""
@@ -688,9 +721,11 @@ class _Measure:
                             f"{column} setting": exp.settings_note()})
                 continue
             needed, stored = stored_dirs(exp, specs) if specs else (set(), set())
+            capped = capped_dirs(exp, specs) if specs else set()
             row[f"{column} needed"], row[f"{column} stored"] = len(needed), len(stored)
-            row[f"{column} runs"] = f"{len(stored)} of {len(needed)}" if needed else "(no runs)"
-            row[f"_{column} dirs"] = (needed, stored)
+            row[f"{column} capped"] = len(capped & stored)
+            row[f"{column} runs"] = runs_text(needed, stored, capped, exp.epochs)
+            row[f"_{column} dirs"] = (needed, stored, capped, exp.epochs)
             comparisons, reason = [], None
             if len(stored) < len(needed):
                 verdict_text = f"{NOT_MEASURED} ({len(stored)} of {len(needed)} runs stored)"
@@ -896,16 +931,19 @@ def claim_table(rows: pd.DataFrame, configurations) -> pd.DataFrame:
                 continue
             outcomes = [o for value in mine.get(f"_{column} outcomes", pd.Series(dtype=object)).dropna()
                         for o in value]
-            needed, stored = set(), set()
+            needed, stored, capped, caps = set(), set(), set(), set()
             for value in mine.get(f"_{column} dirs", pd.Series(dtype=object)).dropna():
                 needed |= value[0]
                 stored |= value[1]
+                if len(value) > 2:
+                    capped |= value[2]
+                    caps.add(value[3])
             text = verdict(outcomes, claim.quantifier)
             if text == NOT_MEASURED and needed and len(stored) < len(needed):
                 text = f"{NOT_MEASURED} ({len(stored)} of {len(needed)} runs stored)"
             entry[f"{column} verdict"] = text
             entry[f"{column} so far"] = so_far(outcomes, claim.quantifier)
-            entry[f"{column} runs"] = f"{len(stored)} of {len(needed)}" if needed else "(no runs)"
+            entry[f"{column} runs"] = runs_text(needed, stored, capped, caps.pop() if len(caps) == 1 else None)
             entry[f"{column} rows measured"] = int(sum(
                 1 for v in mine[f"{column} verdict"] if not str(v).startswith((NOT_MEASURED, NOT_APPLICABLE))))
             entry[f"{column} rows"] = int(sum(1 for v in mine[f"{column} verdict"] if not str(v).startswith(NOT_APPLICABLE)))

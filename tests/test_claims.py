@@ -122,6 +122,22 @@ def _seeds(values, **columns):
                          "HR@20": [v * 2.5 for v in values], **columns})
 
 
+def test_a_run_at_its_epoch_cap_is_counted_in_the_runs_column():
+    """A run (or a round of a two-round run) that used every epoch without early stopping is at its cap; a run
+    that stopped early in every round it trained is not; only stored runs are counted."""
+    assert C.at_epoch_cap({"stopped_early": False})
+    assert not C.at_epoch_cap({"stopped_early": True})
+    assert C.at_epoch_cap({"stopped_early": True, "round1": {"stopped_early": False}, "round2": {"stopped_early": True}})
+    assert not C.at_epoch_cap({"stopped_early": False, "round1": {"stopped_early": True},
+                               "round2": {"stopped_early": True}})  # the rounds say what was trained
+    assert not C.at_epoch_cap({})  # an old result without the field: not claimed to be at the cap
+    needed, stored = {"a", "b", "c"}, {"a", "b"}
+    assert C.runs_text(needed, stored, {"a", "c"}, 100) == "2 of 3 (1 at the 100-epoch cap)"
+    assert C.runs_text(needed, stored, set(), 100) == "2 of 3"
+    assert C.runs_text(needed, stored, {"a"}) == "2 of 3 (1 at the epoch cap)"
+    assert C.runs_text(set(), set(), set()) == "(no runs)"
+
+
 def test_paired_comparison_on_constructed_seeds():
     base = _seeds([0.0160, 0.0165, 0.0158])
     better = _seeds([0.0170, 0.0176, 0.0167])

@@ -256,9 +256,12 @@ def test_claims_notebook(shared, tmp_path):
     rows["backbone"] = rows["backbone"].fillna("")
     assert set(rows["claim"]) == {c.id for c in C.CLAIMS}
     by = {(r["claim"], r["backbone"]): r for _, r in rows.iterrows()}
-    assert by[("3a", "sasrec")]["ours runs"] == "2 of 2" and by[("3a", "sasrec")]["authors runs"] == "2 of 2"
-    assert by[("1", "sasrec")]["ours runs"] == "3 of 3"  # W/O + TE + RE
-    assert by[("5", "sasrec")]["ours runs"] == "3 of 3" and by[("5", "sasrec")]["authors verdict"] == C.NOT_APPLICABLE
+    # one epoch: every run ends at its cap without early stopping, and the runs column says so
+    capped = "2 of 2 (2 at the 1-epoch cap)"
+    assert by[("3a", "sasrec")]["ours runs"] == capped and by[("3a", "sasrec")]["authors runs"] == capped
+    assert by[("1", "sasrec")]["ours runs"] == "3 of 3 (3 at the 1-epoch cap)"  # W/O + TE + RE
+    assert by[("3a", "sasrec")]["ours capped"] == 2
+    assert by[("5", "sasrec")]["ours runs"] == "3 of 3 (3 at the 1-epoch cap)" and by[("5", "sasrec")]["authors verdict"] == C.NOT_APPLICABLE
     assert by[("6", "sasrec")]["ours verdict"].startswith("not applicable (") and "titles" in by[("6", "sasrec")]["ours verdict"]
     assert by[("8", "sasrec")]["ours verdict"].startswith("not applicable (")
     assert by[("7", "sasrec")]["ours verdict"] == C.SUPPORTED  # the constructed benchmark: 1.5x, well under 10x
