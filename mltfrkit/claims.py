@@ -45,6 +45,7 @@ import pandas as pd
 from mltfrkit.archive import WeightsNotArchived
 from mltfrkit.experiments import (PAPER_TABLE2, PAPER_TABLE3, PAPER_TABLE4, Experiment, improvement, list_parameter,
                                   paired_p)
+from mltfrkit.store import at_epoch_cap  # noqa: F401  (re-exported: the claims' runs column counts by it)
 
 ALPHA = 0.05
 MIN_SEEDS = 3  # a test over seeds needs at least three of them (paired_p's own threshold)
@@ -299,27 +300,10 @@ def stored_dirs(exp: Experiment, specs) -> tuple[set, set]:
     return needed, stored
 
 
-def at_epoch_cap(result: dict) -> bool:
-    """Whether a stored run ran to its epoch cap in a round it trained (round 1 or 2 of a two-round run, else the
-    run) without early stopping: the model may still have been improving, so a comparison of such runs is one at
-    that epoch budget (the paper's 100 at the paper profile), not at convergence."""
-    rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
-    return any(part.get("stopped_early") is False for part in rounds)
-
-
 def capped_dirs(exp: Experiment, specs) -> set:
     """The run directories of ``specs`` whose stored run (or, for a w/o SC run recorded from its full run, that
-    full run's round 1) reached the epoch cap (:func:`at_epoch_cap`)."""
-    store, capped = exp.store, set()
-    for spec in specs:
-        result = store.get(spec)
-        if result is None:
-            full = store._full_run_of(spec)
-            result = store.get(full) if full is not None else None
-            result = result.get("round1") if isinstance(result, dict) else None
-        if isinstance(result, dict) and at_epoch_cap(result):
-            capped.add(str(store.run_dir(spec)))
-    return capped
+    full run's round 1) reached the epoch cap (:func:`mltfrkit.store.at_epoch_cap`)."""
+    return exp.store.epoch_capped(specs)[1]
 
 
 def runs_text(needed: set, stored: set, capped: set, epochs=None) -> str:

@@ -334,6 +334,19 @@ class Experiment:
         once). The estimates are the stored runs' measured times, valid for the concurrency they ran under."""
         return self.store.plan(self.grid(name, **options), workers)
 
+    def epoch_cap_note(self, name: str, **options) -> str:
+        """How many stored runs of the experiment ``name`` (``options`` as for :meth:`grid`) ran to the epoch cap
+        without early stopping (:func:`mltfrkit.store.at_epoch_cap`), e.g. "17 of 18 stored runs ran to the
+        100-epoch cap without early stopping: these figures are at that epoch budget, not at convergence";
+        "" when none did. The notebooks print it under their tables: the profile says "early-stopped", and on
+        ml-100k at the paper profile nearly every run is not. Reads the store; trains nothing."""
+        stored, capped = self.store.epoch_capped(self.grid(name, **options))
+        if not capped:
+            return ""
+        return (f"{len(capped)} of {len(stored)} stored runs ran to the {self.epochs}-epoch cap without early "
+                f"stopping (in round 1 or 2 of a two-round run): these figures are at that epoch budget, not at "
+                f"convergence")
+
     def token_sources(self) -> list[str]:
         from mltfrkit.vocab import resolve_preset
 
@@ -413,11 +426,15 @@ class Experiment:
         return runs
 
     # -- Fig. 1 --------------------------------------------------------------------------
-    def _te_vs_re_specs(self, sources: list[str] | None = None, backbone: str = "sasrec") -> list[RunSpec]:
+    def _te_vs_re_specs(self, sources: list[str] | None = None, backbone: str = "sasrec",
+                        backbones: list[str] | str | None = None) -> list[RunSpec]:
         sources = sources or self.token_sources()[:self.settings.te_sources]
-        base = [self.spec(backbone, seed=s) for s in self.seeds]
-        return base + [self.spec(backbone, plugin, seed=s, llm=source)
-                       for source in sources for plugin in ("te", "re") for s in self.seeds]
+        specs = []
+        for name in _backbone_list(backbones) or [backbone.lower()]:
+            specs += [self.spec(name, seed=s) for s in self.seeds]
+            specs += [self.spec(name, plugin, seed=s, llm=source)
+                      for source in sources for plugin in ("te", "re") for s in self.seeds]
+        return specs
 
     def te_vs_re(self, sources: list[str] | None = None, backbone: str = "sasrec", per_seed: bool = False,
                  backbones: list[str] | str | None = None):
@@ -425,8 +442,7 @@ class Experiment:
         ``backbones`` (a list, a JSON list or a comma-separated string, as papermill passes it) measures
         several backbones in one grid, trained together; ``backbone`` is the single one otherwise (the
         paper's Fig. 1 is SASRec's). ``per_seed=True`` returns (table, the per-run records it summarises)."""
-        chosen = _backbone_list(backbones) or [backbone.lower()]
-        specs = [spec for b in chosen for spec in self._te_vs_re_specs(sources, b)]
+        specs = self._te_vs_re_specs(sources, backbone, backbones)
         records = self.run(specs, desc="Fig. 1 runs")
         records["method"] = records["plugin"].map({"none": "W/O", "te": "LLM-TE", "re": "LLM-RE"})
         records["source"] = records["llms"].fillna("(none)")

@@ -506,6 +506,24 @@ class ResultStore:
             return None
         return replace(spec, plugin_options={**spec.plugin_options, "consensus": True})
 
+    def epoch_capped(self, specs: Iterable[RunSpec]) -> tuple[set[str], set[str]]:
+        """(run directories of ``specs`` stored, those of them at their epoch cap: :func:`at_epoch_cap`). A w/o SC
+        run not stored but recordable from its stored full run counts as stored, judged by that run's round 1.
+        Reads results only; trains nothing."""
+        stored, capped = set(), set()
+        for spec in specs:
+            result = self.get(spec)
+            if result is None:
+                full = self._full_run_of(spec)
+                full_result = self.get(full) if full is not None else None
+                result = full_result.get("round1") if isinstance(full_result, dict) else None
+            if isinstance(result, dict):
+                run_dir = str(self.run_dir(spec))
+                stored.add(run_dir)
+                if at_epoch_cap(result):
+                    capped.add(run_dir)
+        return stored, capped
+
     # -- tables ------------------------------------------------------------------------
     def result_files(self) -> list[Path]:
         return sorted(self.root.glob(f"*/{RESULT}")) if self.root.exists() else []
@@ -521,6 +539,14 @@ class ResultStore:
                     results.append(result)
         rows = [flatten(result) for result in results]
         return pd.DataFrame(rows)
+
+
+def at_epoch_cap(result: dict) -> bool:
+    """Whether a stored run ran to its epoch cap in a round it trained (round 1 or 2 of a two-round run, else the
+    run) without early stopping: the model may still have been improving, so a comparison of such runs is one at
+    that epoch budget (the paper's 100 at the paper profile), not at convergence."""
+    rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
+    return any(part.get("stopped_early") is False for part in rounds)
 
 
 def stops_alike(result: dict, train: TrainConfig) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -86,8 +87,16 @@ def test_committed_notebooks_have_no_outputs_and_a_parameters_cell():
         assert nb.metadata.kernelspec.name == "python3"
 
 
+def printed(output: Path) -> str:
+    """Everything the executed notebook printed."""
+    nb = nbformat.read(output, as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+
+
 def test_table2_notebook(shared):
     output = execute("table2", shared)
+    # one epoch with patience 10: every run (W/O, MLTFR, the W/O 2-round control) ends at its cap, and it is said
+    assert re.search(r"\b(\d+) of \1 stored runs ran to the 1-epoch cap without early stopping", printed(output))
     [html] = shown_tables(output)  # shown for reading: the profile named, one seed leaves no NaN column
     assert "<caption>Table 2 on ml-100k (quick profile: 1 epoch, 1 seed" in html and "reduced" in html
     assert "nan" not in html.lower() and " std<" not in html
@@ -100,7 +109,8 @@ def test_table2_notebook(shared):
 
 
 def test_te_vs_re_notebook(shared):
-    execute("te_vs_re", shared, sources=["all-MiniLM-L6-v2"], fig1_backbones=["sasrec", "bert4rec"])
+    output = execute("te_vs_re", shared, sources=["all-MiniLM-L6-v2"], fig1_backbones=["sasrec", "bert4rec"])
+    assert "6 of 6 stored runs ran to the 1-epoch cap" in printed(output)  # 2 backbones x (W/O, TE, RE)
     frame = table(shared, "te_vs_re-ml-100k")
     assert list(dict.fromkeys(frame["backbone"])) == ["sasrec", "bert4rec"]  # one block of rows per backbone
     for _, rows in frame.groupby("backbone"):

@@ -300,3 +300,28 @@ def test_invalid_result_file_is_skipped_and_resumed(tiny_file, tmp_path, content
         again = store.ensure(spec(tiny_file, seed=1))  # from the finished checkpoint: no epoch trained
     assert again["test"] == broken["test"]
     assert json.loads(broken_file.read_text())["test"] == broken["test"]
+
+
+def test_runs_at_their_epoch_cap_are_told_from_early_stopped_ones(tiny_file, tmp_path):
+    """epoch_capped: a 2-epoch run with patience 10 ends at its cap; the same run with patience 1 and a flat curve
+    would stop early; a run not stored counts as neither; and a w/o SC run is judged by its full run's round 1."""
+    from mltfrkit.store import RESULT
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    capped_spec, missing = spec(tiny_file, seed=0), spec(tiny_file, seed=9)
+    store.ensure(capped_spec)
+    stored, capped = store.epoch_capped([capped_spec, missing])
+    assert stored == capped == {str(store.run_dir(capped_spec))}
+    # the stored result says it stopped early: then it is stored, not capped
+    path = store.run_dir(capped_spec) / RESULT
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "stopped_early": True}))
+    fresh = ResultStore(tmp_path / "runs", progress=False, log=None)
+    assert fresh.epoch_capped([capped_spec]) == ({str(fresh.run_dir(capped_spec))}, set())
+    # a w/o SC spec whose full run is stored (with its round 1): judged by that round 1, without training
+    link_cached_inputs(SOURCES)
+    full, ablated = full_and_ablated(tiny_file, epochs=1)
+    fresh.ensure(full)
+    (fresh.run_dir(ablated) / RESULT).unlink(missing_ok=True)  # recorded or not, it is read from the full run
+    stored, capped = fresh.epoch_capped([ablated])
+    assert stored == capped == {str(fresh.run_dir(ablated))}  # one epoch: round 1 ran to its cap
