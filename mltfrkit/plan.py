@@ -9,7 +9,8 @@ Each run to train gets an estimate: the median measured ``seconds`` of the store
 that are most like it, found by falling back through :data:`ESTIMATE_LEVELS` from specific to general.
 Between the last two levels, a backbone measured on another dataset is scaled to this one
 (:data:`SCALED_LEVEL`, :meth:`Estimator.scaled`), by the runs of the same plug-in on both; after the last,
-by the runs of any plug-in on both (:data:`SCALED_ANY_PLUGIN_LEVEL`). A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
+by the runs of any plug-in on both (:data:`SCALED_ANY_PLUGIN_LEVEL`), and last by the two datasets' sizes
+(:data:`SIZE_SCALED_LEVEL`). A run with no stored run like it at any level has no estimate (NaN, "no stored run to estimate from"):
 nothing is invented for it, and the totals say how many such runs they leave out.
 
 The wall time with N workers simulates the process and Ray executors: they start runs in
@@ -31,7 +32,7 @@ import heapq
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import pandas as pd
 
@@ -56,6 +57,10 @@ NO_ESTIMATE = "no stored run to estimate from"
 SCALED_LEVEL = "backbone on another dataset, scaled"  # tried before the last level (Estimator.scaled)
 # tried after the last level: the dataset's size effect from runs of any plug-in (Estimator.scaled, any_plugin)
 SCALED_ANY_PLUGIN_LEVEL = "backbone on another dataset, scaled by other plug-ins"
+# the last resort: the same backbone and plug-in on another dataset, its time per epoch scaled by the two datasets'
+# sizes in what its epoch grows with, for every epoch of the cap (Estimator.sized: an upper bound)
+SIZE_SCALED_LEVEL = "backbone on another dataset, scaled by data size, at the epoch cap"
+MAX_LEN = 50  # the training window (the paper's and every profile's maximum length), for epoch_units
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
                   "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
@@ -99,6 +104,17 @@ def backbone_encoding(name: str) -> str:
         return f"model {name}"  # a text model or an unregistered name: compared with itself only
 
 
+def epoch_units(split) -> dict:
+    """What an epoch's cost grows with on a dataset (a :class:`~mltfrkit.data.split.SplitData`), per
+    :func:`backbone_encoding`: ``sequences``, one training sequence a user; ``prefix windows``, one encoded window
+    per training position, at most :data:`MAX_LEN` a user (FMLP-Rec and BSARec). Rough: the holdout and windowing
+    options shift these by a little."""
+    import numpy as np
+
+    lengths = np.array([len(sequence) for sequence in split.sequences])
+    return {"sequences": float(len(lengths)), "prefix windows": float(np.clip(lengths - 3, 0, MAX_LEN).sum())}
+
+
 @dataclass
 class TimedRun:
     """A stored run with a measured training time: what estimates are made from."""
@@ -106,6 +122,14 @@ class TimedRun:
     run_dir: str
     seconds: float
     fields: dict
+    epochs_trained: int | None = None  # every round's epochs (:func:`trained_epochs`); None: not known
+
+
+def trained_epochs(result: dict) -> int | None:
+    """How many epochs a stored run trained, over its rounds (round 1 and 2 of a two-round run), or None."""
+    rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
+    counts = [len(part["epochs"]) for part in rounds if isinstance(part.get("epochs"), list)]
+    return sum(counts) if len(counts) == len(rounds) and sum(counts) > 0 else None
 
 
 def measured_seconds(result: dict | None) -> float | None:
@@ -127,7 +151,7 @@ def timed_runs(store: "ResultStore | str | Path") -> list[TimedRun]:
         result = read_result(path)  # an invalid file is skipped, with a warning naming it
         seconds = measured_seconds(result)
         if seconds is not None:
-            runs.append(TimedRun(str(path.parent), seconds, cost_fields(result["config"])))
+            runs.append(TimedRun(str(path.parent), seconds, cost_fields(result["config"]), trained_epochs(result)))
     return runs
 
 
@@ -144,7 +168,9 @@ class Estimator:
     window per training prefix) take several times SASRec's time, and a time budget (``--finish-by``) trusting
     that median would start a run hours longer than its estimate."""
 
-    def __init__(self, runs: Iterable[TimedRun]):
+    def __init__(self, runs: Iterable[TimedRun], sizes: Callable[[str], dict | None] | None = None):
+        # sizes(dataset) -> epoch_units(...) of that dataset, or None: for the last level only, asked lazily
+        self.sizes, self._sizes = sizes, {}
         self.index: list[dict[tuple, list[TimedRun]]] = [{} for _ in ESTIMATE_LEVELS]
         self.by_backbone: dict[tuple, dict[str, list[TimedRun]]] = {}  # (plugin, rounds, backbone) -> dataset -> runs
         for run in runs:
@@ -166,7 +192,45 @@ class Estimator:
         seconds, matched = self.scaled(fields, any_plugin=True)
         if matched:
             return seconds, SCALED_ANY_PLUGIN_LEVEL, matched
+        seconds, matched = self.sized(fields)
+        if matched:
+            return seconds, SIZE_SCALED_LEVEL, matched
         return math.nan, NO_ESTIMATE, []
+
+    def _size(self, dataset: str, encoding: str) -> float | None:
+        if dataset not in self._sizes:
+            try:
+                self._sizes[dataset] = self.sizes(dataset) if self.sizes is not None else None
+            except Exception:  # advice only: a dataset that cannot be read here leaves the level out
+                self._sizes[dataset] = None
+        units = self._sizes[dataset]
+        value = units.get(encoding) if units else None
+        return float(value) if value else None
+
+    def sized(self, fields: dict) -> tuple[float, list[TimedRun]]:
+        """:data:`SIZE_SCALED_LEVEL`: for each other dataset D where this backbone ran with this plug-in and number
+        of rounds, its median time per epoch there times (this dataset's size / D's) in the unit its epoch grows
+        with (:func:`epoch_units`), times every epoch the run may train (its cap, per round): an upper bound, as
+        early stopping may end it sooner (without a cap or the epoch counts: the median time, as if as many
+        epochs). The median over D. Made only where no stored run of this dataset shares the backbone's
+        encoding (FMLP-Rec and BSARec on a dataset where neither has run); an upper bound because a time budget
+        (``--finish-by``) trusting a short guess would start a run hours longer than it. (NaN, []) when no
+        dataset has what it needs, or no sizes were given."""
+        here = self._size(fields["dataset"], fields["encoding"])
+        if here is None:
+            return math.nan, []
+        cap = fields["epochs"] * fields["rounds"] if fields.get("epochs") else None
+        estimates, used = [], []
+        for other, runs in self.by_backbone.get((fields["plugin"], fields["rounds"], fields["backbone"]), {}).items():
+            there = self._size(other, fields["encoding"]) if other != fields["dataset"] else None
+            if there:
+                per_epoch = [run.seconds / run.epochs_trained for run in runs if run.epochs_trained]
+                seconds = float(pd.Series(per_epoch).median()) * cap if cap and per_epoch else _median(runs)
+                estimates.append(seconds * here / there)
+                used += runs
+        if not estimates:
+            return math.nan, []
+        return float(pd.Series(estimates).median()), used
 
     def scaled(self, fields: dict, any_plugin: bool = False) -> tuple[float, list[TimedRun]]:
         """:data:`SCALED_LEVEL`: for each other dataset D where this backbone ran with this plug-in and number
@@ -389,7 +453,7 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
     if workers < 1:
         raise ValueError(f"workers must be at least 1, not {workers}")
     needs = store.needs(specs)
-    estimator = Estimator(timed_runs(store))
+    estimator = Estimator(timed_runs(store), sizes=lambda dataset: epoch_units(store.split(dataset)))
     train_specs = [needs.job_specs[run_dir] for run_dir in needs.to_train]
     distinguishing = _distinguishing(train_specs)
     rows, used = [], set()
@@ -508,5 +572,5 @@ def batch_totals(plans: Sequence[GridPlan]) -> BatchTotals:
 
 
 __all__ = ["BatchTotals", "ESTIMATE_LEVELS", "Estimator", "GridPlan", "NO_ESTIMATE", "SCALED_ANY_PLUGIN_LEVEL",
-           "SCALED_LEVEL", "TIMING_CAUTION", "backbone_encoding", "batch_totals", "cost_fields", "plan_grid",
-           "simulated_wall", "timed_runs"]
+           "SCALED_LEVEL", "SIZE_SCALED_LEVEL", "TIMING_CAUTION", "backbone_encoding", "batch_totals", "cost_fields",
+           "epoch_units", "plan_grid", "simulated_wall", "timed_runs", "trained_epochs"]

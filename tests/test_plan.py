@@ -18,8 +18,9 @@ import pytest
 from mltfrkit import store as store_module
 from mltfrkit.cli import main
 from mltfrkit.executors import concurrent_runs, make_executor
-from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_ANY_PLUGIN_LEVEL, SCALED_LEVEL, TIMING_CAUTION,
-                           Estimator, GridPlan, TimedRun, batch_totals, cost_fields, simulated_wall)
+from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_ANY_PLUGIN_LEVEL, SCALED_LEVEL, SIZE_SCALED_LEVEL,
+                           TIMING_CAUTION, Estimator, GridPlan, TimedRun, batch_totals, cost_fields, epoch_units,
+                           simulated_wall)
 from mltfrkit.store import ResultStore
 from test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
 
@@ -257,6 +258,64 @@ def test_a_plug_in_new_to_a_dataset_is_scaled_by_the_other_plug_ins_runs_as_a_la
     assert with_bert.estimate(te_b)[:2] == (700, ESTIMATE_LEVELS[3][0])
     # nothing measured on both datasets: still no estimate
     assert Estimator(runs[4:5] + [run("B", "sasrec", "none", 400)]).estimate(te_b)[1] == NO_ESTIMATE
+
+
+def test_a_backbone_alone_in_its_encoding_is_scaled_by_the_datasets_sizes_as_the_last_resort():
+    """FMLP-Rec on B where no prefix-encoded backbone has run: its time on A times B / A in training windows (its
+    epoch grows with them), never with users; no sizes, or none for A, leaves it without an estimate. The sizes
+    are asked for only when this level is reached, once per dataset."""
+    def run(dataset, backbone, plugin, seconds):
+        config = {"dataset": dataset, "backbone": backbone, "plugin": plugin, "schedule": "single", "train": {},
+                  "plugin_options": {"consensus": False}, "token_tables": []}
+        return TimedRun(f"{dataset}-{backbone}-{plugin}-{seconds}", seconds, cost_fields(config))
+
+    runs = [run("A", "fmlprec", "mltfr", 1000), run("A", "fmlprec", "mltfr", 1200), run("A", "sasrec", "none", 100),
+            run("B", "sasrec", "none", 20)]  # SASRec: B is 5x faster; B has 3x A's windows
+    runs[0].fields["epochs"] = runs[1].fields["epochs"] = 100  # no epoch counts: as if as many epochs
+    asked = []
+
+    def sizes(dataset):
+        asked.append(dataset)
+        return {"A": {"sequences": 1000.0, "prefix windows": 10000.0},
+                "B": {"sequences": 200.0, "prefix windows": 30000.0}}.get(dataset)
+
+    fmlprec_b = {**runs[0].fields, "dataset": "B"}
+    assert Estimator(runs).estimate(fmlprec_b)[1] == NO_ESTIMATE  # no sizes: nothing to scale by
+    estimator = Estimator(runs, sizes=sizes)
+    assert estimator.estimate({**runs[3].fields, "backbone": "linrec"})[1] == ESTIMATE_LEVELS[3][0] and asked == []
+    seconds, level, used = estimator.estimate(fmlprec_b)
+    assert (seconds, level) == (pytest.approx(1100 * 3), SIZE_SCALED_LEVEL) and len(used) == 2
+    estimator.estimate(fmlprec_b)
+    assert sorted(asked) == ["A", "B"]  # once each
+    # with the epochs they trained: seconds per epoch (1000 / 20 and 1200 / 40), times the cap, times 3: an
+    # upper bound for a run early stopping may end sooner
+    timed = [replace(runs[0], epochs_trained=20), replace(runs[1], epochs_trained=40), *runs[2:]]
+    capped = {**fmlprec_b, "epochs": 100}
+    assert Estimator(timed, sizes=sizes).estimate(capped)[0] == pytest.approx((50 + 30) / 2 * 100 * 3)
+    two_rounds = {**capped, "rounds": 2}  # no two-round FMLP-Rec run stored: nothing of the kind to scale
+    assert Estimator(timed, sizes=sizes).estimate(two_rounds)[1] == NO_ESTIMATE
+    assert Estimator(runs, sizes=lambda d: None).estimate(fmlprec_b)[1] == NO_ESTIMATE
+    broken = Estimator(runs, sizes=lambda d: (_ for _ in ()).throw(FileNotFoundError(d)))
+    assert broken.estimate(fmlprec_b)[1] == NO_ESTIMATE  # a dataset that cannot be read: no estimate, no error
+
+
+def test_trained_epochs_add_up_the_rounds():
+    from mltfrkit.plan import trained_epochs
+
+    assert trained_epochs({"epochs": [{}] * 7}) == 7
+    assert trained_epochs({"epochs": [{}] * 3, "round1": {"epochs": [{}] * 10}, "round2": {"epochs": [{}] * 3}}) == 13
+    assert trained_epochs({"round1": {"epochs": [{}] * 10}, "round2": {}}) is None  # a round without its curve
+    assert trained_epochs({}) is None
+
+
+def test_epoch_units_count_users_and_training_windows():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    split = SimpleNamespace(sequences=[np.arange(5), np.arange(100), np.arange(3)])
+    # windows: 5 - 3 = 2, min(97, 50) = 50, 0
+    assert epoch_units(split) == {"sequences": 3.0, "prefix windows": 52.0}
 
 
 def test_a_batch_counts_each_run_once_and_runs_its_grids_one_after_another():
