@@ -484,9 +484,10 @@ class ResultStore:
 
     def _estimates(self) -> Callable[[dict], float]:
         """A run's estimated seconds from its cost fields and this store's measured runs (NaN: none alike)."""
-        from mltfrkit.plan import Estimator, timed_runs
+        from mltfrkit.plan import Estimator, epoch_units, timed_runs
 
-        estimator = Estimator(timed_runs(self))
+        # the datasets' sizes for the last level (a backbone alone in its encoding on a dataset): read lazily
+        estimator = Estimator(timed_runs(self), sizes=lambda dataset: epoch_units(self.split(dataset)))
         return lambda cost: estimator.estimate(cost)[0]
 
     def plan(self, specs: Iterable[RunSpec], workers: int | None = None):

@@ -538,3 +538,24 @@ def test_a_without_consensus_run_whose_full_run_has_no_round_one_is_trained_in_t
     results = store.ensure_many([ablated, full])
     assert passes == [sorted(plan.runs["run_dir"])]  # one pass, both runs
     assert all(result is not None and "derived_from" not in result for result in results)
+
+
+def test_the_finish_by_estimate_of_a_backbone_alone_in_its_encoding_comes_from_the_data_sizes(tmp_path):
+    """The store's own estimates (what --finish-by decides by) reach the last level: FMLP-Rec trained on one file,
+    asked for on another where only SASRec ran, gets its time per epoch scaled by the training windows and the
+    cap, not NaN (which would let it start whatever the time left)."""
+    small = write_tiny_file(tmp_path)
+    large = tmp_path / "larger.txt"
+    large.write_text(small.read_text() * 3)  # three times the users and windows (users repeat under new names)
+    lines = [f"x{n}{line}" for n, line in enumerate(large.read_text().splitlines())]
+    large.write_text("\n".join(lines) + "\n")
+    store = quiet_store(tmp_path / "runs")
+    fmlprec_small = replace(spec(small), backbone="fmlprec", model={"hidden_size": 16, "n_layers": 1})
+    store.ensure_many([fmlprec_small, spec(large)])
+    fmlprec_large = replace(fmlprec_small, dataset=str(large))
+    fields = cost_fields(fmlprec_large.to_dict(store.split(str(large)).source_sha256))
+    seconds = store._estimates()(fields)
+    result = store.get(fmlprec_small)
+    per_epoch = result["seconds"] / len(result["epochs"])
+    assert seconds == pytest.approx(per_epoch * fmlprec_large.train.epochs * 3, rel=0.05)
+    assert store.plan([fmlprec_large]).runs["estimate_from"].tolist() == [SIZE_SCALED_LEVEL]
