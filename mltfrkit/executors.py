@@ -76,6 +76,9 @@ class RunJob:
     finish_by_text: str = ""  # that time as the driver's user wrote it / reads it (its local time)
     estimate: float | None = None  # this run's estimated seconds (mltfrkit.plan): not started unless it fits
     cost: dict | None = None  # its mltfrkit.plan.cost_fields, computed by the driver: a worker re-estimates from them
+    # the estimate is the data-size level's upper bound (mltfrkit.plan.SIZE_SCALED_LEVEL): a worker prefers a real
+    # one from runs finished meanwhile (the grid's first run of the kind on this dataset gives it one)
+    estimate_bound: bool = False
 
 
 @dataclass
@@ -104,8 +107,10 @@ def deferral(job: RunJob, now: float | None = None) -> str | None:
     if left <= 0:
         return f"the finish-by time ({deadline}) had passed when a worker was free"
     estimate = job.estimate
-    if estimate is None or not math.isfinite(estimate):
-        estimate = current_estimate(job)  # runs finished since the grid started (a store that began empty)
+    if estimate is None or not math.isfinite(estimate) or job.estimate_bound:
+        fresh = current_estimate(job)  # runs finished since the grid started (a store that began empty)
+        if math.isfinite(fresh) or estimate is None or not math.isfinite(estimate):
+            estimate = fresh
     if math.isfinite(estimate) and estimate > left:
         return f"estimated at {estimate / 60:.0f} min, with {left / 60:.0f} min left before the finish-by time ({deadline})"
     return None

@@ -337,15 +337,14 @@ class Experiment:
     def epoch_cap_note(self, name: str, **options) -> str:
         """How many stored runs of the experiment ``name`` (``options`` as for :meth:`grid`) ran to the epoch cap
         without early stopping (:func:`mltfrkit.store.at_epoch_cap`), e.g. "17 of 18 stored runs ran to the
-        100-epoch cap without early stopping: these figures are at that epoch budget, not at convergence";
+        100-epoch cap without early stopping: their figures are at that epoch budget, not at convergence";
         "" when none did. The notebooks print it under their tables: the profile says "early-stopped", and on
         ml-100k at the paper profile nearly every run is not. Reads the store; trains nothing."""
         stored, capped = self.store.epoch_capped(self.grid(name, **options))
         if not capped:
             return ""
         return (f"{len(capped)} of {len(stored)} stored runs ran to the {self.epochs}-epoch cap without early "
-                f"stopping (in round 1 or 2 of a two-round run): these figures are at that epoch budget, not at "
-                f"convergence")
+                f"stopping: their figures are at that epoch budget, not at convergence")
 
     def token_sources(self) -> list[str]:
         from mltfrkit.vocab import resolve_preset

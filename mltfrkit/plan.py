@@ -60,6 +60,9 @@ SCALED_ANY_PLUGIN_LEVEL = "backbone on another dataset, scaled by other plug-ins
 # the last resort: the same backbone and plug-in on another dataset, its time per epoch scaled by the two datasets'
 # sizes in what its epoch grows with, for every epoch of the cap (Estimator.sized: an upper bound)
 SIZE_SCALED_LEVEL = "backbone on another dataset, scaled by data size, at the epoch cap"
+# what sets an epoch's cost among runs of one backbone, plug-in and number of rounds (ESTIMATE_LEVELS' first level
+# without the dataset and the stopping rule, epochs and patience): Estimator.sized prefers runs that share them
+PER_EPOCH_COST = ("schedule", "n_experts", "max_vocab", "trainable_tables", "test_every_epoch")
 MAX_LEN = 50  # the training window (the paper's and every profile's maximum length), for epoch_units
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
@@ -210,12 +213,15 @@ class Estimator:
     def sized(self, fields: dict) -> tuple[float, list[TimedRun]]:
         """:data:`SIZE_SCALED_LEVEL`: for each other dataset D where this backbone ran with this plug-in and number
         of rounds, its median time per epoch there times (this dataset's size / D's) in the unit its epoch grows
-        with (:func:`epoch_units`), times every epoch the run may train (its cap, per round): an upper bound, as
-        early stopping may end it sooner (without a cap or the epoch counts: the median time, as if as many
-        epochs). The median over D. Made only where no stored run of this dataset shares the backbone's
-        encoding (FMLP-Rec and BSARec on a dataset where neither has run); an upper bound because a time budget
-        (``--finish-by``) trusting a short guess would start a run hours longer than it. (NaN, []) when no
-        dataset has what it needs, or no sizes were given."""
+        with (:func:`epoch_units`), times every epoch the run may train (its cap, per round): meant as an upper
+        bound, as early stopping may end it sooner (without a cap or the epoch counts: the median time, as if as
+        many epochs), though a rough one: the runs there that share :data:`PER_EPOCH_COST` are preferred, and the
+        sizes are counted roughly. The median over D. Reached only when every earlier level failed (FMLP-Rec and
+        BSARec on a dataset where no run of their encoding pairs with another dataset's); generous on purpose, as
+        a time budget (``--finish-by``) trusting a short guess would start a run hours longer than it, and a
+        worker replaces it by a real estimate once a run of the kind has finished there
+        (:attr:`mltfrkit.executors.RunJob.estimate_bound`). It may load the other datasets (to count them).
+        (NaN, []) when no dataset has what it needs, or no sizes were given."""
         here = self._size(fields["dataset"], fields["encoding"])
         if here is None:
             return math.nan, []
@@ -224,10 +230,13 @@ class Estimator:
         for other, runs in self.by_backbone.get((fields["plugin"], fields["rounds"], fields["backbone"]), {}).items():
             there = self._size(other, fields["encoding"]) if other != fields["dataset"] else None
             if there:
-                per_epoch = [run.seconds / run.epochs_trained for run in runs if run.epochs_trained]
-                seconds = float(pd.Series(per_epoch).median()) * cap if cap and per_epoch else _median(runs)
+                # the runs there of the same kind but for the dataset and the stopping rule, if any: a per-epoch
+                # test evaluation or a larger MLTFR setting costs more per epoch than the backbone's other runs
+                alike = [run for run in runs if all(run.fields[k] == fields[k] for k in PER_EPOCH_COST)] or runs
+                per_epoch = [run.seconds / run.epochs_trained for run in alike if run.epochs_trained]
+                seconds = float(pd.Series(per_epoch).median()) * cap if cap and per_epoch else _median(alike)
                 estimates.append(seconds * here / there)
-                used += runs
+                used += alike
         if not estimates:
             return math.nan, []
         return float(pd.Series(estimates).median()), used
@@ -238,7 +247,7 @@ class Estimator:
         (:func:`backbone_encoding`) run on both datasets, of (their median time here / there); the median of
         those over D. (NaN, []) when no dataset has what it needs.
 
-        ``any_plugin`` (:data:`SCALED_ANY_PLUGIN_LEVEL`, the last resort): the ratios come from runs of any
+        ``any_plugin`` (:data:`SCALED_ANY_PLUGIN_LEVEL`, after the last of :data:`ESTIMATE_LEVELS`): the ratios come from runs of any
         plug-in and number of rounds of that encoding, this backbone's own W/O runs included: how much longer
         an epoch takes on this dataset, when no run of this plug-in has been made here yet (LLM-TE on Beauty,
         say, where SASRec W/O and SASRec + MLTFR are measured on both Beauty and Pantry). Rougher still: it

@@ -473,21 +473,29 @@ class ResultStore:
 
         from mltfrkit.plan import cost_fields
 
+        from mltfrkit.plan import SIZE_SCALED_LEVEL
+
         text = _dt.datetime.fromtimestamp(finish_by).strftime("%H:%M")
-        estimate = self._estimates()
+        estimate = self._estimates(with_level=True)
 
         def fields(spec: RunSpec) -> dict:
             cost = cost_fields(spec.to_dict(self.split(spec.dataset).source_sha256))
-            return {"finish_by": finish_by, "finish_by_text": text, "cost": cost, "estimate": estimate(cost)}
+            seconds, level = estimate(cost)
+            return {"finish_by": finish_by, "finish_by_text": text, "cost": cost, "estimate": seconds,
+                    "estimate_bound": level == SIZE_SCALED_LEVEL}
 
         return fields
 
-    def _estimates(self) -> Callable[[dict], float]:
-        """A run's estimated seconds from its cost fields and this store's measured runs (NaN: none alike)."""
+    def _estimates(self, with_level: bool = False) -> Callable[[dict], float]:
+        """A run's estimated seconds from its cost fields and this store's measured runs (NaN: none alike);
+        ``with_level``: (seconds, the :data:`mltfrkit.plan.ESTIMATE_LEVELS` label or other level that matched)."""
         from mltfrkit.plan import Estimator, epoch_units, timed_runs
 
-        # the datasets' sizes for the last level (a backbone alone in its encoding on a dataset): read lazily
+        # the datasets' sizes for the last level (a backbone alone in its encoding on a dataset): read lazily, and
+        # only for datasets the store has runs of or is asked about
         estimator = Estimator(timed_runs(self), sizes=lambda dataset: epoch_units(self.split(dataset)))
+        if with_level:
+            return lambda cost: estimator.estimate(cost)[:2]
         return lambda cost: estimator.estimate(cost)[0]
 
     def plan(self, specs: Iterable[RunSpec], workers: int | None = None):

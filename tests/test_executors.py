@@ -490,6 +490,11 @@ def test_deferral_reads_the_estimate_and_the_time_left(tiny_file):
     assert deferral(RunJob(spec(tiny_file), "root", None, "run"), now=1e12) is None  # no budget
 
 
+def stored_times_saying(seconds):
+    """A stand-in for ResultStore._estimates: ``seconds(cost)`` at an ordinary level."""
+    return lambda with_level=False: (lambda cost: (seconds(cost), "same kind")) if with_level else seconds
+
+
 @pytest.mark.parametrize("executor", ["local", ProcessExecutor(workers=2, threads=1)], ids=["local", "processes"])
 def test_a_finish_by_time_starts_only_runs_that_fit_and_the_next_sweep_trains_the_rest(tiny_file, tmp_path,
                                                                                       executor):
@@ -497,7 +502,7 @@ def test_a_finish_by_time_starts_only_runs_that_fit_and_the_next_sweep_trains_th
 
     store = ResultStore(tmp_path / "runs", progress=False, log=None, executor=executor)
     long_run, short_run = spec(tiny_file, seed=1, epochs=4), spec(tiny_file, seed=0)
-    store._estimates = lambda: (lambda cost: 10_000.0 if cost["epochs"] == 4 else 1.0)  # as stored times would say
+    store._estimates = stored_times_saying(lambda cost: 10_000.0 if cost["epochs"] == 4 else 1.0)  # as stored times would say
     with pytest.raises(GridDeferred) as caught:
         store.ensure_many([long_run, short_run], finish_by=time.time() + 600)
     assert [d.spec.train.seed for d in caught.value.deferred] == [1]
@@ -529,7 +534,7 @@ def test_failed_and_deferred_runs_together_exit_3_naming_both(tiny_file, tmp_pat
     from mltfrkit.executors import GridDeferred
 
     store = ResultStore(tmp_path / "runs", progress=False, log=None)
-    store._estimates = lambda: (lambda cost: 10_000.0 if cost["epochs"] == 4 else 1.0)
+    store._estimates = stored_times_saying(lambda cost: 10_000.0 if cost["epochs"] == 4 else 1.0)
     with pytest.raises(GridFailed) as caught:  # the failing run fits the budget: it starts, and fails
         store.ensure_many([failing_spec(tiny_file), spec(tiny_file, seed=1, epochs=4)], finish_by=time.time() + 60)
     error = caught.value
@@ -555,6 +560,26 @@ def build_parser_args(argv):
     from mltfrkit.cli import build_parser
 
     return build_parser().parse_args(argv)
+
+
+def test_an_upper_bound_estimate_gives_way_to_a_real_one_when_a_run_of_the_kind_has_finished(tiny_file, tmp_path):
+    """A run estimated only by the data-size level's upper bound (estimate_bound) is re-estimated when a worker is
+    free: with a stored run like it, its real (shorter) estimate decides; without one, the bound does."""
+    from dataclasses import replace
+
+    from mltfrkit.executors import deferral
+    from mltfrkit.plan import cost_fields
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    done = store.ensure(spec(tiny_file))
+    cost = cost_fields(spec(tiny_file, seed=4).to_dict(store.split(str(tiny_file)).source_sha256))
+    job = RunJob(spec(tiny_file, seed=4), str(store.root), None, "run", finish_by=100_000.0,
+                 estimate=done["seconds"] * 1000, estimate_bound=True, cost=cost)
+    now = job.finish_by - done["seconds"] * 10  # room for the real estimate, not for the bound
+    assert deferral(job, now=now) is None
+    assert "estimated at" in deferral(replace(job, estimate_bound=False), now=now)  # a plain estimate is kept
+    empty = replace(job, root=str(tmp_path / "empty"))  # no stored run to re-estimate from: the bound stands
+    assert "estimated at" in deferral(empty, now=now)
 
 
 def test_finish_by_on_the_command_line(tiny_file, tmp_path, monkeypatch, capsys):
