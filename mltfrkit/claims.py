@@ -282,28 +282,12 @@ def claims_grid(exp: Experiment, sources=None, experts=None, focus_backbones=FOC
     return _unique(specs, exp)
 
 
-def stored_dirs(exp: Experiment, specs) -> tuple[set, set]:
-    """(run directories needed, those stored) for specs; a w/o SC run counts as stored when its full run is
-    (the store records it from that run's round 1 without training)."""
-    store, needed, stored = exp.store, set(), set()
-    for spec in specs:
-        run_dir = str(store.run_dir(spec))
-        needed.add(run_dir)
-        if store.get(spec) is not None:
-            stored.add(run_dir)
-            continue
-        full = store._full_run_of(spec)
-        if full is not None:
-            result = store.get(full)
-            if result is not None and "round1" in result:
-                stored.add(run_dir)
-    return needed, stored
-
-
-def capped_dirs(exp: Experiment, specs) -> set:
-    """The run directories of ``specs`` whose stored run (or, for a w/o SC run recorded from its full run, that
-    full run's round 1) reached the epoch cap (:func:`mltfrkit.store.at_epoch_cap`)."""
-    return exp.store.epoch_capped(specs)[1]
+def stored_dirs(exp: Experiment, specs) -> tuple[set, set, set]:
+    """(run directories needed, those stored, those of the stored at their epoch cap) for specs; a w/o SC run
+    counts as stored when its full run is (the store records it from that run's round 1 without training):
+    :meth:`mltfrkit.store.ResultStore.epoch_capped`."""
+    stored, capped = exp.store.epoch_capped(specs)
+    return {str(exp.store.run_dir(spec)) for spec in specs}, stored, capped
 
 
 def runs_text(needed: set, stored: set, capped: set, epochs=None) -> str:
@@ -704,8 +688,7 @@ class _Measure:
                             f"{column} outcomes": "", f"_{column} outcomes": [NOT_APPLICABLE],
                             f"{column} setting": exp.settings_note()})
                 continue
-            needed, stored = stored_dirs(exp, specs) if specs else (set(), set())
-            capped = capped_dirs(exp, specs) if specs else set()
+            needed, stored, capped = stored_dirs(exp, specs) if specs else (set(), set(), set())
             row[f"{column} needed"], row[f"{column} stored"] = len(needed), len(stored)
             row[f"{column} capped"] = len(capped & stored)
             row[f"{column} runs"] = runs_text(needed, stored, capped, exp.epochs)
@@ -947,12 +930,12 @@ def missing_runs(experiments: dict, sources, experts, focus_backbones, data_dir,
         if configuration == "ours":
             parts["expert_sweep"] = only(exp, chosen).grid("expert_sweep", experts=experts)
         grid = claims_grid(exp, sources, experts, focus_backbones)
-        needed, stored = stored_dirs(exp, grid)
+        needed, stored, _ = stored_dirs(exp, grid)
         row = {"dataset": exp.dataset, "configuration": configuration, "backbones": ",".join(exp.backbones),
                "runs": len(needed), "stored": len(stored), "missing": len(needed) - len(stored)}
         counted: set = set()
         for part, specs in parts.items():  # each run counted in the first part that needs it
-            part_needed, part_stored = stored_dirs(exp, specs)
+            part_needed, part_stored, _ = stored_dirs(exp, specs)
             fresh = part_needed - counted
             row[f"missing {part}"] = len(fresh - part_stored)
             counted |= part_needed

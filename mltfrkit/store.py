@@ -471,9 +471,7 @@ class ResultStore:
             return lambda spec: {}
         import datetime as _dt
 
-        from mltfrkit.plan import cost_fields
-
-        from mltfrkit.plan import SIZE_SCALED_LEVEL
+        from mltfrkit.plan import SIZE_SCALED_LEVEL, cost_fields
 
         text = _dt.datetime.fromtimestamp(finish_by).strftime("%H:%M")
         estimate = self._estimates(with_level=True)
