@@ -514,7 +514,8 @@ class ResultStore:
         return replace(spec, plugin_options={**spec.plugin_options, "consensus": True})
 
     def epoch_capped(self, specs: Iterable[RunSpec]) -> tuple[set[str], set[str]]:
-        """(run directories of ``specs`` stored, those of them at their epoch cap: :func:`at_epoch_cap`). A w/o SC
+        """(run directories of ``specs`` stored, those of them at their epoch cap: :func:`at_epoch_cap`, by each
+        spec's own stopping rule). A w/o SC
         run not stored but recordable from its stored full run counts as stored, judged by that run's round 1.
         Reads results only; trains nothing."""
         stored, capped = set(), set()
@@ -527,7 +528,7 @@ class ResultStore:
             if isinstance(result, dict):
                 run_dir = str(self.run_dir(spec))
                 stored.add(run_dir)
-                if at_epoch_cap(result):
+                if at_epoch_cap(result, spec.train):
                     capped.add(run_dir)
         return stored, capped
 
@@ -548,12 +549,34 @@ class ResultStore:
         return pd.DataFrame(rows)
 
 
-def at_epoch_cap(result: dict) -> bool:
+def at_epoch_cap(result: dict, train: TrainConfig | None = None) -> bool:
     """Whether a stored run ran to its epoch cap in a round it trained (round 1 or 2 of a two-round run, else the
     run) without early stopping: the model may still have been improving, so a comparison of such runs is one at
-    that epoch budget (the paper's 100 at the paper profile), not at convergence."""
+    that epoch budget (the paper's 100 at the paper profile), not at convergence.
+
+    With ``train`` (the spec the result answers), each round is judged by that spec's stopping rule replayed on
+    the stored curve: a round is at the cap if it trained ``train.epochs`` epochs and the rule would not have
+    stopped it at the last one. That matters when the result is a twin run stored under another rule (a plain
+    patience twin answering a relative-patience spec, :func:`stops_alike`): its own ``stopped_early`` flag
+    answers for its rule, not the spec's. Without ``train``, or for a round whose curve lacks the selection
+    metric, the stored flag decides."""
     rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
-    return any(part.get("stopped_early") is False for part in rounds)
+    return any(_round_at_cap(part, train) for part in rounds)
+
+
+def _round_at_cap(summary: dict, train: TrainConfig | None) -> bool:
+    epochs = summary.get("epochs") or []
+    curve = [(entry.get("valid") or entry.get("test") or {}).get(train.valid_metric) for entry in epochs] \
+        if train is not None else []
+    if not curve or any(value is None for value in curve):
+        return summary.get("stopped_early") is False
+    if len(curve) < train.epochs:
+        return False  # it stopped (or was stopped) before the cap
+    best, best_epoch = float("-inf"), 0
+    for index, value in enumerate(curve, start=1):
+        if value > best:  # the trainer's own "improved"
+            best, best_epoch = value, index
+    return not train.should_stop(len(curve), best_epoch)
 
 
 def stops_alike(result: dict, train: TrainConfig) -> bool:

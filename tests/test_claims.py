@@ -131,6 +131,20 @@ def test_a_run_at_its_epoch_cap_is_counted_in_the_runs_column():
     assert not C.at_epoch_cap({"stopped_early": False, "round1": {"stopped_early": True},
                                "round2": {"stopped_early": True}})  # the rounds say what was trained
     assert not C.at_epoch_cap({})  # an old result without the field: not claimed to be at the cap
+    # judged by the spec's own rule, replayed on the stored curve: a plain-patience twin that ran to the cap (its
+    # flag: not stopped) answers a relative-patience spec whose rule stops it exactly at the cap, and the reverse
+    from mltfrkit.train import TrainConfig
+
+    flat_then_late = [{"valid": {"NDCG@20": value}} for value in [0.1, 0.2, 0.3, 0.4, 0.5] + [0.4] * 5]  # best: epoch 5 of 10
+    twin = {"stopped_early": False, "epochs": flat_then_late}
+    assert not C.at_epoch_cap(twin, TrainConfig(epochs=10, patience=5, patience_relative=0.0))  # 10 - 5 >= 5: stops
+    assert C.at_epoch_cap(twin, TrainConfig(epochs=10, patience=6, patience_relative=0.0))  # would train on
+    assert C.at_epoch_cap({**twin, "stopped_early": True}, TrainConfig(epochs=10, patience=6, patience_relative=0.0))
+    assert not C.at_epoch_cap(twin, TrainConfig(epochs=20, patience=6))  # 10 epochs of a 20-epoch cap
+    assert C.at_epoch_cap({"stopped_early": False, "epochs": [{}]}, TrainConfig())  # no curve: the flag decides
+    # under the authors' holdout the curve is the test curve
+    assert C.at_epoch_cap({"epochs": [{"test": {"NDCG@20": 0.1 * i}} for i in range(1, 4)]},
+                          TrainConfig(epochs=3, patience=1, patience_relative=0.0))
     needed, stored = {"a", "b", "c"}, {"a", "b"}
     assert C.runs_text(needed, stored, {"a", "c"}, 100) == "2 of 3 (1 at the 100-epoch cap)"
     assert C.runs_text(needed, stored, set(), 100) == "2 of 3"

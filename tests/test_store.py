@@ -305,19 +305,28 @@ def test_invalid_result_file_is_skipped_and_resumed(tiny_file, tmp_path, content
 def test_runs_at_their_epoch_cap_are_told_from_early_stopped_ones(tiny_file, tmp_path):
     """epoch_capped: a 2-epoch run with patience 10 ends at its cap; the same run with patience 1 and a flat curve
     would stop early; a run not stored counts as neither; and a w/o SC run is judged by its full run's round 1."""
-    from mltfrkit.store import RESULT
+    from mltfrkit.store import RESULT, at_epoch_cap
 
     store = ResultStore(tmp_path / "runs", progress=False, log=None)
     capped_spec, missing = spec(tiny_file, seed=0), spec(tiny_file, seed=9)
     store.ensure(capped_spec)
     stored, capped = store.epoch_capped([capped_spec, missing])
     assert stored == capped == {str(store.run_dir(capped_spec))}
-    # the stored result says it stopped early: then it is stored, not capped
+    # the spec's rule decides, not the stored flag (a twin run's flag answers for the twin's rule): a flag saying
+    # "stopped early" does not hide a curve that ran to the cap ...
     path = store.run_dir(capped_spec) / RESULT
     result = json.loads(path.read_text())
     path.write_text(json.dumps({**result, "stopped_early": True}))
     fresh = ResultStore(tmp_path / "runs", progress=False, log=None)
-    assert fresh.epoch_capped([capped_spec]) == ({str(fresh.run_dir(capped_spec))}, set())
+    assert fresh.epoch_capped([capped_spec]) == ({str(fresh.run_dir(capped_spec))},) * 2
+    # ... and a curve the rule would have stopped at its last epoch is stored, not capped
+    epochs = [{**entry, "valid": {**entry["valid"], "NDCG@20": 1.0 - index}} for index, entry in enumerate(result["epochs"])]
+    path.write_text(json.dumps({**result, "epochs": epochs}))
+    strict = spec(tiny_file, seed=0, patience=1)
+    fresh = ResultStore(tmp_path / "runs", progress=False, log=None)
+    stored_result = fresh.epoch_capped([capped_spec])
+    assert stored_result == ({str(fresh.run_dir(capped_spec))},) * 2  # patience 10: still at the cap
+    assert at_epoch_cap(json.loads(path.read_text()), strict.train) is False
     # a w/o SC spec whose full run is stored (with its round 1): judged by that round 1, without training
     link_cached_inputs(SOURCES)
     full, ablated = full_and_ablated(tiny_file, epochs=1)
