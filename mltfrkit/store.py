@@ -565,18 +565,28 @@ def at_epoch_cap(result: dict, train: TrainConfig | None = None) -> bool:
 
 
 def _round_at_cap(summary: dict, train: TrainConfig | None) -> bool:
-    epochs = summary.get("epochs") or []
-    curve = [(entry.get("valid") or entry.get("test") or {}).get(train.valid_metric) for entry in epochs] \
-        if train is not None else []
-    if not curve or any(value is None for value in curve):
+    curve = _selection_curve(summary, train.valid_metric) if train is not None else None
+    if curve is None:
         return summary.get("stopped_early") is False
-    if len(curve) < train.epochs:
-        return False  # it stopped (or was stopped) before the cap
-    best, best_epoch = float("-inf"), 0
-    for index, value in enumerate(curve, start=1):
-        if value > best:  # the trainer's own "improved"
-            best, best_epoch = value, index
-    return not train.should_stop(len(curve), best_epoch)
+    return len(curve) >= train.epochs and not _replayed_stops(curve, train)[-1]
+
+
+def _selection_curve(summary: dict, metric: str) -> list[float] | None:
+    """A round's stored curve of ``metric`` as the trainer selected by it (validation, or the test curve under
+    the authors' holdout); None if the round has no epochs or an epoch lacks the metric."""
+    values = [(entry.get("valid") or entry.get("test") or {}).get(metric) for entry in summary.get("epochs") or []]
+    return values if values and None not in values else None
+
+
+def _replayed_stops(curve: list[float], train: TrainConfig) -> list[bool]:
+    """``train.should_stop`` after each epoch of ``curve``, the best epoch tracked as the trainer does (a strictly
+    better value improves)."""
+    stops, best, best_epoch = [], float("-inf"), 0
+    for epoch, value in enumerate(curve, start=1):
+        if value > best:
+            best, best_epoch = value, epoch
+        stops.append(train.should_stop(epoch, best_epoch))
+    return stops
 
 
 def stops_alike(result: dict, train: TrainConfig) -> bool:
@@ -586,20 +596,13 @@ def stops_alike(result: dict, train: TrainConfig) -> bool:
     the authors' holdout."""
     rounds = [result[name] for name in ("round1", "round2") if name in result] or [result]
     for summary in rounds:
-        epochs = summary.get("epochs") or []
-        if not epochs:
+        curve = _selection_curve(summary, train.valid_metric)
+        if curve is None:
             return False
-        best, best_epoch = float("-inf"), 0
-        for index, entry in enumerate(epochs, start=1):
-            curve = entry.get("valid") or entry.get("test") or {}
-            if train.valid_metric not in curve:
-                return False
-            if curve[train.valid_metric] > best:  # the trainer's own "improved"
-                best, best_epoch = curve[train.valid_metric], index
-            stops = train.should_stop(index, best_epoch)
-            if stops and index < len(epochs):
-                return False  # the rule would have stopped this round earlier
-        if not stops and len(epochs) < train.epochs:
+        stops = _replayed_stops(curve, train)
+        if any(stops[:-1]):
+            return False  # the rule would have stopped this round earlier
+        if not stops[-1] and len(curve) < train.epochs:
             return False  # the rule would have trained this round on
     return True
 
