@@ -269,3 +269,51 @@ def test_relative_patience_trains_on_past_a_plateau(tiny_split):
     result = fit(model, tiny_split, TrainConfig(epochs=6, patience=1, min_epochs=5, batch_size=16, device="cpu"),
                  progress=False, log=None)
     assert len(result["epochs"]) >= 5  # patience 1 alone may stop at epoch 2; the floor keeps it going
+
+
+def test_grouped_batch_keys_match_each_group_attended_alone_at_real_positions():
+    """A prefix-encoded batch has more windows than the authors' batch of samples: windows are dealt round-robin
+    into groups of at most ``eval_batch`` and a window attends over its group's tokens only, exactly as if each
+    group were its own batch; padding positions get nothing."""
+    from mltfrkit.mltfr.integration import CrossAttentionIntegration, PickedTokens
+
+    torch.manual_seed(0)
+    B, L, K, group = 11, 6, 3, 4
+    integration = CrossAttentionIntegration(16, 12, 4, 0.0)
+    E = torch.randn(B, L, 16)
+    mask = torch.arange(L).flip(0).unsqueeze(0) < torch.randint(1, L + 1, (B, 1))  # left-padded
+    table = torch.randn(30, 12, requires_grad=True)
+    rows, weights = torch.randint(0, 30, (B, K)), torch.rand(B, K)
+    out = integration(E, PickedTokens(table, rows, weights), group, mask)
+    n_groups = 3  # ceil(11 / 4): row i in group i % 3, groups of 4, 4, 3
+    for g in range(n_groups):
+        members = torch.arange(g, B, n_groups)
+        alone = integration(E[members], PickedTokens(table, rows[members], weights[members]), True)
+        real = mask[members]
+        assert torch.allclose(out[members][real], alone[real], atol=1e-5)
+        assert not out[members][~real].any()
+    assert torch.equal(integration(E, PickedTokens(table, rows, weights), B, mask),
+                       integration(E, PickedTokens(table, rows, weights), True))  # one group: the old path
+    table_grad = torch.autograd.grad(out.square().sum(), table)[0]
+    assert table_grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="mask"):
+        integration(E, PickedTokens(table, rows, weights), group)
+
+
+def test_authors_fmlprec_training_batch_shares_keys_within_groups_not_across_every_window():
+    """FMLP-Rec under the authors' keys: a training batch of 16 users makes up to 16 x L windows; with eval_batch 16
+    a window's output must not depend on windows outside its group (before, every window read every window's
+    tokens: a (W x L) x (W x K) attention that ran a Pantry run out of 24 GB)."""
+    torch.manual_seed(0)
+    config = MLTFRConfig(top_k=2, keys="batch", noise="none", attn_dropout=0.0, eval_batch=8)
+    plugin = MLTFRPlugin(synthetic_tables(), D, config)
+    plugin.train()
+    W, L = 24, MAX_LEN
+    E = torch.randn(W, L, D)
+    mask = torch.ones(W, L, dtype=torch.bool)
+    out = plugin(E, mask)
+    other = E.clone()
+    other[1::3] = torch.randn_like(other[1::3])  # groups: i % 3; change every window of group 1
+    changed = plugin(other, mask)
+    assert torch.allclose(out[0::3], changed[0::3], atol=1e-6) and torch.allclose(out[2::3], changed[2::3], atol=1e-6)
+    assert not torch.allclose(out[1::3], changed[1::3], atol=1e-4)

@@ -81,10 +81,17 @@ class CrossAttentionIntegration(nn.Module):
         self.value = nn.Linear(d_llm, d_emb)
         self.out = nn.Linear(d_emb, d_emb)
 
-    def forward(self, E: torch.Tensor, tokens: torch.Tensor | PickedTokens, batch_keys: bool = False) -> torch.Tensor:
+    def forward(self, E: torch.Tensor, tokens: torch.Tensor | PickedTokens, batch_keys: bool | int = False,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, d_emb), tokens (B, K, d_llm) or their :class:`PickedTokens` -> (B, L, d_emb); ``batch_keys``:
-        every row attends over all B x K tokens."""
+        True, every row attends over all B x K tokens; an int n, the same when B <= n, otherwise the rows are
+        dealt into ceil(B / n) groups of at most n (row i to group i mod the group count) and each row attends
+        over its group's tokens (:meth:`grouped`; needs ``mask``)."""
         B, L, d = E.shape
+        if batch_keys is not True and batch_keys and B > batch_keys:
+            if mask is None:
+                raise ValueError("grouped batch keys need the padding mask: integration(E, tokens, n, mask)")
+            return self.grouped(E, tokens, int(batch_keys), mask)
         heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
         if isinstance(tokens, PickedTokens) and tokens.table_first:
             k, v = heads(tokens.project(self.key, batch_keys)), heads(tokens.project(self.value, batch_keys))
@@ -98,3 +105,39 @@ class CrossAttentionIntegration(nn.Module):
         q = heads(self.query(E))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(B, L, d))
+
+    def grouped(self, E: torch.Tensor, tokens: torch.Tensor | PickedTokens, group: int, mask: torch.Tensor) -> torch.Tensor:
+        """Batch-wide keys over groups of at most ``group`` rows, queries at real positions only.
+
+        The authors' code shares keys across its batch of 128 *samples*. A prefix-encoded backbone (FMLP-Rec,
+        BSARec) makes each training prefix a sample, so a batch of 128 users is hundreds or thousands of windows
+        here; sharing all of their W x K tokens with every window would be a (W x L) x (W x K) attention, tens of
+        GB at K = 10 on Pantry (a run was killed for it), and not what the authors ran. Rows are dealt round-robin
+        into groups of at most ``group`` windows (consecutive windows belong to one user; dealing spreads a group
+        over many users, as the authors' shuffled prefixes are), and each window attends over its group's
+        tokens. Only real positions are queried: a padding position's output is zeroed by the plug-in anyway,
+        and a query's attention does not depend on other queries, so this changes no real position's value."""
+        B, L, d = E.shape
+        n_groups = -(-B // group)
+        member = torch.arange(B, device=E.device) % n_groups
+        if isinstance(tokens, PickedTokens) and tokens.table_first:
+            k_all, v_all = tokens.project(self.key), tokens.project(self.value)  # (B, K, d_emb)
+        else:
+            dense = tokens.dense() if isinstance(tokens, PickedTokens) else tokens
+            k_all, v_all = self.key(dense), self.value(dense)
+        q_all = self.query(E)
+        split = lambda t: t.reshape(1, t.shape[0], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        rows_out, cols_out, outputs = [], [], []
+        for g in range(n_groups):
+            in_group = member == g
+            rows, cols = (mask & in_group.unsqueeze(1)).nonzero(as_tuple=True)
+            if rows.numel() == 0:
+                continue
+            k, v = split(k_all[in_group].reshape(-1, d)), split(v_all[in_group].reshape(-1, d))
+            q = split(q_all[rows, cols])
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
+            rows_out.append(rows), cols_out.append(cols), outputs.append(out.transpose(1, 2).reshape(-1, d))
+        result = E.new_zeros(B, L, d)
+        if outputs:
+            result = result.index_put((torch.cat(rows_out), torch.cat(cols_out)), self.out(torch.cat(outputs)))
+        return result

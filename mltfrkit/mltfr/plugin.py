@@ -45,7 +45,9 @@ class MLTFRConfig:
     token_scale: str = "straight_through"  # or "sum": w / (sum_K w + 1e-8), the authors' scaling
     expert_dropout: float = 0.0  # dropout on each expert's output before the gate (the authors': 0.1)
     eval_noise: bool = False  # keep the selection noise at evaluation (the authors' code), seeded per evaluation
-    eval_batch: int = 128  # users per evaluation batch when keys="batch" or eval_noise (results depend on it)
+    # users per evaluation batch when keys="batch" or eval_noise (results depend on it); with keys="batch" also the
+    # most rows that share keys in training (a prefix-encoded batch of more windows is split: integration.grouped)
+    eval_batch: int = 128
     trainable_tables: bool = False  # the token tables as parameters the optimiser updates (the authors' code)
     # "llm": the sources' real token tables; "random": MLTFR-RE, each expert's table replaced by a seeded Gaussian
     # matrix of the same shape with the real rows' norms (seed = 1000 + expert index): is it the LLM, or capacity?
@@ -139,8 +141,9 @@ class ConsensusExpert(nn.Module):
         self.integration = integration
         self.integration.requires_grad_(False)
 
-    def forward(self, E: torch.Tensor, selections: list[Selection], batch_keys: bool = False) -> torch.Tensor:
-        return self.integration(E, PickedTokens.mean([selections[m].picks for m in self.members]), batch_keys)
+    def forward(self, E: torch.Tensor, selections: list[Selection], batch_keys: bool | int = False,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.integration(E, PickedTokens.mean([selections[m].picks for m in self.members]), batch_keys, mask)
 
 
 class MLTFRPlugin(nn.Module):
@@ -164,14 +167,16 @@ class MLTFRPlugin(nn.Module):
         self.consensus = consensus
 
     def forward(self, E: torch.Tensor, mask: torch.Tensor, seqs: torch.Tensor | None = None) -> torch.Tensor:
-        batch_keys = self.config.keys == "batch"
+        # "batch": rows share keys in groups of eval_batch (the authors' batch size), one group unless a
+        # prefix-encoded backbone turned the batch into more windows than that (CrossAttentionIntegration.grouped)
+        batch_keys = self.config.eval_batch if self.config.keys == "batch" else False
         selections = [expert.filter(E, mask) for expert in self.experts]
-        outputs = torch.stack([expert.output_dropout(expert.integration(E, sel.picks, batch_keys))
+        outputs = torch.stack([expert.output_dropout(expert.integration(E, sel.picks, batch_keys, mask))
                                for expert, sel in zip(self.experts, selections)], dim=2)  # (B, L, m, d)
         gates = torch.softmax(self.gate(E), dim=-1)  # eq. (11): per-position routing
         output = (gates.unsqueeze(-1) * outputs).sum(2)  # eq. (12): W_base
         if self.consensus is not None:
-            output = output + self.config.alpha * self.consensus(E, selections, batch_keys)  # eq. (15)
+            output = output + self.config.alpha * self.consensus(E, selections, batch_keys, mask)  # eq. (15)
         if self.record:
             self.last = {"selections": selections, "gates": gates.detach()}
         return output * mask.unsqueeze(-1).to(output.dtype)
