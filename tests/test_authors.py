@@ -300,10 +300,10 @@ def test_grouped_batch_keys_match_each_group_attended_alone_at_real_positions():
         integration(E, PickedTokens(table, rows, weights), group)
 
 
-def test_authors_fmlprec_training_batch_shares_keys_within_groups_not_across_every_window():
-    """FMLP-Rec under the authors' keys: a training batch of 16 users makes up to 16 x L windows; with eval_batch 16
-    a window's output must not depend on windows outside its group (before, every window read every window's
-    tokens: a (W x L) x (W x K) attention that ran a Pantry run out of 24 GB)."""
+def test_batch_keys_over_more_rows_than_eval_batch_are_shared_within_groups_only():
+    """The plug-in under the authors' keys with 24 rows (a prefix-encoded batch's windows) and eval_batch 8: a row's
+    output must not depend on rows outside its group (before, every window read every window's tokens: a
+    (W x L) x (W x K) attention that ran a Pantry FMLP-Rec run out of 24 GB)."""
     torch.manual_seed(0)
     config = MLTFRConfig(top_k=2, keys="batch", noise="none", attn_dropout=0.0, eval_batch=8)
     plugin = MLTFRPlugin(synthetic_tables(), D, config)

@@ -93,18 +93,22 @@ class CrossAttentionIntegration(nn.Module):
                 raise ValueError("grouped batch keys need the padding mask: integration(E, tokens, n, mask)")
             return self.grouped(E, tokens, int(batch_keys), mask)
         heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
-        if isinstance(tokens, PickedTokens) and tokens.table_first:
-            k, v = heads(tokens.project(self.key, batch_keys)), heads(tokens.project(self.value, batch_keys))
-        else:
-            tokens = tokens.dense() if isinstance(tokens, PickedTokens) else tokens
-            if batch_keys:  # the B x K tokens projected once, then shared: not B copies of B x K projections
-                tokens = tokens.reshape(1, -1, tokens.shape[-1])
-            k, v = heads(self.key(tokens)), heads(self.value(tokens))
+        k, v = map(heads, self.keys_values(tokens, flat=bool(batch_keys)))
         if batch_keys:
             k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
         q = heads(self.query(E))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(B, L, d))
+
+    def keys_values(self, tokens: torch.Tensor | PickedTokens, flat: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the tokens, (B, K, d_emb) each; ``flat``: every row's tokens in one row, (1, B x K,
+        d_emb), projected once to be shared (not B copies of B x K projections)."""
+        if isinstance(tokens, PickedTokens) and tokens.table_first:
+            return tokens.project(self.key, flat), tokens.project(self.value, flat)
+        tokens = tokens.dense() if isinstance(tokens, PickedTokens) else tokens
+        if flat:
+            tokens = tokens.reshape(1, -1, tokens.shape[-1])
+        return self.key(tokens), self.value(tokens)
 
     def grouped(self, E: torch.Tensor, tokens: torch.Tensor | PickedTokens, group: int, mask: torch.Tensor) -> torch.Tensor:
         """Batch-wide keys over groups of at most ``group`` rows, queries at real positions only.
@@ -120,11 +124,7 @@ class CrossAttentionIntegration(nn.Module):
         B, L, d = E.shape
         n_groups = -(-B // group)
         member = torch.arange(B, device=E.device) % n_groups
-        if isinstance(tokens, PickedTokens) and tokens.table_first:
-            k_all, v_all = tokens.project(self.key), tokens.project(self.value)  # (B, K, d_emb)
-        else:
-            dense = tokens.dense() if isinstance(tokens, PickedTokens) else tokens
-            k_all, v_all = self.key(dense), self.value(dense)
+        k_all, v_all = self.keys_values(tokens)  # (B, K, d_emb)
         q_all = self.query(E)
         split = lambda t: t.reshape(1, t.shape[0], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
         rows_out, cols_out, outputs = [], [], []
