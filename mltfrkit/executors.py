@@ -26,8 +26,11 @@ a run that raises fails alone, the rest of the grid finishes, and the store then
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
+import time
 import traceback
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -241,12 +244,34 @@ def train_job(job: RunJob) -> dict:
             raise RunError(f"{type(error).__name__}: {error}", traceback.format_exc()) from None
 
 
-def _init_worker(threads: int | None) -> None:
+PARENT_CHECK_SECONDS = 2.0  # how often a pool worker checks that the process that started it is alive
+
+
+def _init_worker(threads: int | None, parent: int | None = None) -> None:
     """Pool initialiser: runs before torch is imported in the worker, so the thread count holds for
-    every library torch loads (OpenMP, MKL)."""
+    every library torch loads (OpenMP, MKL). With ``parent`` (the pid that created the pool), the
+    worker also ends itself when that process dies (:func:`_stop_when_orphaned`)."""
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = str(threads)
+    if parent is not None:
+        threading.Thread(target=_stop_when_orphaned, args=(parent,), name="mltfrkit-parent-watch",
+                         daemon=True).start()
+
+
+def _stop_when_orphaned(parent: int, every: float | None = None) -> None:
+    """End this worker once the process that started its pool is gone.
+
+    A grid's process stopped without running its cleanup (SIGKILL, the OOM killer, a JupyterLab kernel
+    restarted or killed, a script's SIGTERM with no handler) cannot stop its workers, and
+    concurrent.futures leaves each to finish the run it is on: hours of invisible training that also
+    hold the run's lock, so the next request for that run only waits. The worker sees it has been
+    re-parented and sends itself SIGTERM, whose default action ends it at once; the run resumes from
+    its last epoch's checkpoint (written atomically) at the next request, and its lock dies with it."""
+    every = PARENT_CHECK_SECONDS if every is None else every
+    while os.getppid() == parent:
+        time.sleep(every)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # -- executors ------------------------------------------------------------------------------------
@@ -325,7 +350,9 @@ class ProcessExecutor:
     A worker that dies breaks the whole pool (:class:`BrokenProcessPool`): every unfinished run is
     then sent to a fresh pool, and each run that had started counts one attempt (the pool cannot
     tell which of its workers died, and the others were stopped with it); a run that reaches
-    ``max_retries + 1`` attempts fails. Resubmitted runs resume from their last checkpoint."""
+    ``max_retries + 1`` attempts fails. Resubmitted runs resume from their last checkpoint. A worker whose
+    pool's process dies without stopping it (killed, a kernel restarted) ends itself within
+    :data:`PARENT_CHECK_SECONDS`: no orphan keeps training, or holding a run's lock."""
 
     name = "processes"
     remote = True
@@ -351,7 +378,7 @@ class ProcessExecutor:
         startless = 0  # pools that broke before any run started in them
         while pending:
             pool = ProcessPoolExecutor(max_workers=min(self.workers, len(pending)), mp_context=context,
-                                       initializer=_init_worker, initargs=(self.threads,))
+                                       initializer=_init_worker, initargs=(self.threads, os.getpid()))
             broken, finished = False, False
             log_sizes = {index: _log_size(jobs[index]) for index in pending}
             try:

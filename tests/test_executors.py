@@ -136,6 +136,47 @@ def test_a_script_without_a_main_guard_gets_a_clear_error_not_an_endless_retry(t
     assert 'if __name__ == "__main__":' in done.stderr
 
 
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a reaper that never comes, in some containers, is not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads process states from /proc")
+def test_a_worker_ends_itself_when_the_process_that_started_its_pool_is_killed(tiny_file, tmp_path):
+    """Killing a grid's process with no chance to clean up (SIGKILL, a kernel restart) used to leave its
+    workers training on, orphaned, and holding their runs' locks; now each ends itself."""
+    pid_file = tmp_path / "worker.pid"
+    script = tmp_path / "grid.py"
+    script.write_text("\n".join([
+        "import os, sys, time", f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})",
+        "from pathlib import Path",
+        "def hang(job):",
+        f"    Path({str(pid_file)!r}).write_text(str(os.getpid()))",
+        "    time.sleep(600)",
+        "if __name__ == '__main__':",
+        "    from mltfrkit.executors import ProcessExecutor", "    from mltfrkit.runs import RunSpec",
+        "    from mltfrkit.store import ResultStore", "    from mltfrkit.train import TrainConfig",
+        f"    store = ResultStore({str(tmp_path / 'runs')!r}, progress=False, log=None,",
+        "                        executor=ProcessExecutor(workers=1, task=hang))",
+        f"    store.ensure_many([RunSpec({str(tiny_file)!r}, train=TrainConfig(epochs=1, device='cpu'))])"]))
+    grid_process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the worker to start its run", timeout=120)
+        worker = int(pid_file.read_text())
+        assert _alive(worker)
+        grid_process.kill()  # SIGKILL: no handler, no cleanup in the grid's process
+        grid_process.wait(timeout=30)
+        wait_for(lambda: not _alive(worker), "the orphaned worker to end", timeout=30)
+    finally:
+        grid_process.kill()
+        if pid_file.exists() and pid_file.read_text() and _alive(int(pid_file.read_text())):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 def test_killed_worker_resumes_from_its_checkpoint(tiny_file, tmp_path):
     reference = sequential(tiny_file, tmp_path / "seq")
     executor = ProcessExecutor(workers=2, threads=1, task=die_once_after_second_checkpoint)
