@@ -272,6 +272,10 @@ def _stop_when_orphaned(parent: int, every: float | None = None) -> None:
     while os.getppid() == parent:
         time.sleep(every)
     os.kill(os.getpid(), signal.SIGTERM)
+    # Only reached if the task installed a SIGTERM handler (concurrent.futures would then catch its exception
+    # and wait forever for work that never comes): end without it.
+    time.sleep(10)
+    os._exit(128 + signal.SIGTERM)
 
 
 # -- executors ------------------------------------------------------------------------------------

@@ -163,7 +163,8 @@ def test_a_worker_ends_itself_when_the_process_that_started_its_pool_is_killed(t
         f"    store = ResultStore({str(tmp_path / 'runs')!r}, progress=False, log=None,",
         "                        executor=ProcessExecutor(workers=1, task=hang))",
         f"    store.ensure_many([RunSpec({str(tiny_file)!r}, train=TrainConfig(epochs=1, device='cpu'))])"]))
-    grid_process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path)
+    # its own session: whatever happens, the finally below kills the grid, its worker and its resource tracker
+    grid_process = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, start_new_session=True)
     try:
         wait_for(lambda: pid_file.exists() and pid_file.read_text(), "the worker to start its run", timeout=120)
         worker = int(pid_file.read_text())
@@ -172,9 +173,11 @@ def test_a_worker_ends_itself_when_the_process_that_started_its_pool_is_killed(t
         grid_process.wait(timeout=30)
         wait_for(lambda: not _alive(worker), "the orphaned worker to end", timeout=30)
     finally:
-        grid_process.kill()
-        if pid_file.exists() and pid_file.read_text() and _alive(int(pid_file.read_text())):
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        try:
+            os.killpg(grid_process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        grid_process.wait(timeout=30)
 
 
 def test_killed_worker_resumes_from_its_checkpoint(tiny_file, tmp_path):
