@@ -247,19 +247,17 @@ def train_job(job: RunJob) -> dict:
 PARENT_CHECK_SECONDS = 2.0  # how often a pool worker checks that the process that started it is alive
 
 
-def _init_worker(threads: int | None, parent: int | None = None) -> None:
+def _init_worker(threads: int | None, parent: int) -> None:
     """Pool initialiser: runs before torch is imported in the worker, so the thread count holds for
-    every library torch loads (OpenMP, MKL). With ``parent`` (the pid that created the pool), the
-    worker also ends itself when that process dies (:func:`_stop_when_orphaned`)."""
+    every library torch loads (OpenMP, MKL); and makes the worker end itself when ``parent`` (the pid
+    that created the pool) dies (:func:`_stop_when_orphaned`)."""
     if threads:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[name] = str(threads)
-    if parent is not None:
-        threading.Thread(target=_stop_when_orphaned, args=(parent,), name="mltfrkit-parent-watch",
-                         daemon=True).start()
+    threading.Thread(target=_stop_when_orphaned, args=(parent,), name="mltfrkit-parent-watch", daemon=True).start()
 
 
-def _stop_when_orphaned(parent: int, every: float | None = None) -> None:
+def _stop_when_orphaned(parent: int) -> None:
     """End this worker once the process that started its pool is gone.
 
     A grid's process stopped without running its cleanup (SIGKILL, the OOM killer, a JupyterLab kernel
@@ -268,9 +266,8 @@ def _stop_when_orphaned(parent: int, every: float | None = None) -> None:
     hold the run's lock, so the next request for that run only waits. The worker sees it has been
     re-parented and sends itself SIGTERM, whose default action ends it at once; the run resumes from
     its last epoch's checkpoint (written atomically) at the next request, and its lock dies with it."""
-    every = PARENT_CHECK_SECONDS if every is None else every
     while os.getppid() == parent:
-        time.sleep(every)
+        time.sleep(PARENT_CHECK_SECONDS)
     os.kill(os.getpid(), signal.SIGTERM)
     # Only reached if the task installed a SIGTERM handler (concurrent.futures would then catch its exception
     # and wait forever for work that never comes): end without it.
