@@ -100,13 +100,14 @@ def mltfrkit(*args: str) -> int:
 def print_plans(grids: list[str], sweep_options: list[str]) -> None:
     """Each grid's ``mltfrkit sweep ... --plan`` report, then one line for the whole claims batch (its grids in
     queue order, each run once: a focus grid's runs are its full grid's), from the stored runs' measured times
-    plus the estimates: issue 20's "wall time of the whole claims batch with the parallel executor"."""
+    plus the estimates: issue 20's "wall time of the whole claims batch with the parallel executor"; before it,
+    how close the estimates came on the store's own runs (:func:`mltfrkit.plan.held_out_check`)."""
     import contextlib
 
     from mltfrkit.cli import LIBRARY_ERRORS, OTHER_ERRORS, build_parser, sweep_experiment
-    from mltfrkit.plan import batch_totals
+    from mltfrkit.plan import batch_totals, epoch_units, held_out_check, timed_runs
 
-    plans, failed = {}, []
+    plans, failed, store = {}, [], None
     with contextlib.chdir(REPO):  # relative paths mean what they mean to the sweeps, which run in REPO
         for name in grids:
             argv = ["sweep", *QUEUE[name], *sweep_options, "--plan"]
@@ -115,6 +116,8 @@ def print_plans(grids: list[str], sweep_options: list[str]) -> None:
             try:
                 exp, options = sweep_experiment(args)
                 plans[name] = exp.plan(args.experiment, workers=args.workers, **options)
+                if store is None:
+                    store = getattr(exp, "store", None)
             except LIBRARY_ERRORS + OTHER_ERRORS as error:  # one grid that cannot be planned: the rest still are
                 print(f"mltfrkit: error: {error}", file=sys.stderr, flush=True)
                 failed.append(name)
@@ -122,6 +125,9 @@ def print_plans(grids: list[str], sweep_options: list[str]) -> None:
             print(plans[name].report(f"{args.experiment} on {exp.dataset}"), flush=True)
     claims = [name for name in QUEUE if name.startswith("claims-")]
     planned = [name for name in claims if name in plans]
+    if store is not None:  # what the estimates are worth, on this store's runs (every grid shares the one store)
+        sizes = lambda dataset: epoch_units(store.split(dataset))  # noqa: E731  (as the plans' own estimates)
+        print(held_out_check(timed_runs(store), sizes=sizes).text(), flush=True)
     if planned:
         label = ("the claims batch" if planned == claims else
                  f"{len(planned)} of the queue's {len(claims)} claims grids") + ", in queue order from an empty store"

@@ -135,17 +135,20 @@ def test_a_stopped_batch_stops_its_sweep_and_waits_for_it(batch, monkeypatch):
     assert child.returncode == 143 and waits == [None, batch.STOP_GRACE]
 
 
-def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, monkeypatch, capsys):
-    """--plan trains, imports and exports nothing: each grid's report, then the claims grids' batch total, a run
-    shared by a focus grid and its full grid counted once."""
+def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, monkeypatch, capsys, tmp_path):
+    """--plan trains, imports and exports nothing: each grid's report, the held-out check of the estimates on the
+    store's runs, then the claims grids' batch total, a run shared by a focus grid and its full grid counted once."""
     import pandas as pd
 
     import mltfrkit.cli as cli
     from mltfrkit.plan import GridPlan
+    from mltfrkit.store import ResultStore
 
     monkeypatch.setattr(batch, "mltfrkit", lambda *a: pytest.fail("nothing may run"))
 
     class FakeExperiment:
+        store = ResultStore(tmp_path / "empty store", progress=False, log=None)
+
         def __init__(self, args):
             self.dataset, self.backbones = args.dataset, args.backbones
 
@@ -164,6 +167,8 @@ def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, mo
     assert batch.main(["--plan", "--only", *grids]) == 0
     out = capsys.readouterr().out
     assert out.count("$ mltfrkit sweep") == 3 and "reproduction_gap on Pantry" in out
+    assert out.strip().splitlines()[-2] == ("estimates checked on the stored runs: no kind of stored run could be "
+                                            "estimated from the others")
     # the ladder is not a claims grid; the claims grids hold 2 distinct runs: 1 h measured, 2 h estimated
     total = sum(name.startswith("claims-") for name in batch.QUEUE)
     assert out.strip().splitlines()[-1] == (f"2 of the queue's {total} claims grids, in queue order from an empty store (2 "

@@ -18,9 +18,9 @@ import pytest
 from mltfrkit import store as store_module
 from mltfrkit.cli import main
 from mltfrkit.executors import concurrent_runs, make_executor
-from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_ANY_PLUGIN_LEVEL, SCALED_LEVEL, SIZE_SCALED_LEVEL,
-                           TIMING_CAUTION, Estimator, GridPlan, TimedRun, batch_totals, cost_fields, epoch_units,
-                           simulated_wall)
+from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_ANY_PLUGIN_LEVEL, SCALED_LEVEL, SETTINGS_SCALED_LEVEL,
+                           SIZE_SCALED_LEVEL, TIMING_CAUTION, Estimator, GridPlan, TimedRun, batch_totals, cost_fields,
+                           epoch_units, held_out_check, simulated_wall)
 from mltfrkit.store import ResultStore
 from test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
 
@@ -297,6 +297,63 @@ def test_a_backbone_alone_in_its_encoding_is_scaled_by_the_datasets_sizes_as_the
     assert Estimator(runs, sizes=lambda d: None).estimate(fmlprec_b)[1] == NO_ESTIMATE
     broken = Estimator(runs, sizes=lambda d: (_ for _ in ()).throw(FileNotFoundError(d)))
     assert broken.estimate(fmlprec_b)[1] == NO_ESTIMATE  # a dataset that cannot be read: no estimate, no error
+
+
+def settings_run(backbone, seconds, epochs, authors=False, dataset="A"):
+    """A timed MLTFR run under our settings or the authors' (trainable tables, a test evaluation every epoch)."""
+    config = {"dataset": dataset, "backbone": backbone, "plugin": "mltfr", "schedule": "single",
+              "train": {"test_every_epoch": authors, "epochs": 100},
+              "plugin_options": {"consensus": False, "n_experts": 6 if authors else 4, "max_vocab": 2000,
+                                 "trainable_tables": authors}, "token_tables": []}
+    return TimedRun(f"{dataset}-{backbone}-{authors}-{seconds}-{epochs}", seconds, cost_fields(config), epochs)
+
+
+def test_a_backbone_measured_under_other_settings_is_scaled_per_epoch_by_the_other_backbones():
+    """BSARec + MLTFR under the authors' settings, measured here only under ours: its time per epoch under ours,
+    times how much longer an epoch of the other backbones of its encoding takes under the authors' (FMLP-Rec: 3x,
+    no matter that it trained 10 epochs there and 40 under ours: early stopping is not the settings' cost), times
+    the epochs BSARec trained under ours; SASRec-like backbones are used only when none of its encoding has both."""
+    runs = [settings_run("bsarec", 1000, 20),  # 50 s an epoch under ours
+            settings_run("fmlprec", 800, 40), settings_run("fmlprec", 600, 10, authors=True),  # 20 -> 60 s: 3x
+            settings_run("sasrec", 100, 10), settings_run("sasrec", 1000, 10, authors=True)]  # 10x, another encoding
+    authors = {**runs[0].fields, **{k: runs[2].fields[k] for k in ("n_experts", "trainable_tables",
+                                                                    "test_every_epoch")}}
+    estimator = Estimator(runs)
+    seconds, level, used = estimator.estimate(authors)
+    assert (seconds, level) == (pytest.approx(50 * 3 * 20), SETTINGS_SCALED_LEVEL)
+    assert {run.run_dir for run in used} == {run.run_dir for run in runs[:3]}
+    # without a backbone of its encoding measured under both: the others' ratio (SASRec's 10x)
+    no_fmlp = Estimator([runs[0], *runs[3:]])
+    assert no_fmlp.estimate(authors)[:2] == (pytest.approx(50 * 10 * 20), SETTINGS_SCALED_LEVEL)
+    # its own kind stored: the first level, as before; no other backbone under both: the second level's median
+    assert Estimator(runs + [settings_run("bsarec", 7000, 30, authors=True)]).estimate(authors)[:2] == \
+        (7000, ESTIMATE_LEVELS[0][0])
+    assert Estimator(runs[:1]).estimate(authors)[:2] == (1000, ESTIMATE_LEVELS[1][0])
+    # no epoch counts under ours: nothing to scale per epoch, the second level
+    assert Estimator([replace(runs[0], epochs_trained=None), *runs[1:]]).estimate(authors)[1] == ESTIMATE_LEVELS[1][0]
+
+
+def test_the_held_out_check_estimates_each_kind_from_the_others_only():
+    """Each kind held out in turn and estimated from the rest. BSARec's authors' kind: 50 s an epoch under ours,
+    times FMLP-Rec's 3x, times its 20 epochs = 3000 s against 6000 s measured (a factor of 2: counted within);
+    BSARec's own kind: 300 s / 3 * 20 = 2000 s against 1000 s (within); FMLP-Rec's authors' kind: 20 s * BSARec's
+    6x * its 40 epochs under ours = 4800 s against 600 s (outside: its early stopping went another way); FMLP-Rec's
+    own: 60 s / 6 * 10 = 100 s against 800 s (outside); a kind like nothing else has no estimate."""
+    runs = [settings_run("bsarec", 1000, 20), settings_run("bsarec", 6000, 20, authors=True),  # 50 -> 300 s: 6x
+            settings_run("fmlprec", 800, 40), settings_run("fmlprec", 600, 10, authors=True),  # 20 -> 60 s: 3x
+            settings_run("linrec", 10, 5, dataset="B")]
+    check = held_out_check(runs)
+    kinds = check.kinds.set_index(["backbone", "test_every_epoch"])
+    assert kinds["estimate_s"].to_dict() == pytest.approx(
+        {("bsarec", False): 2000, ("bsarec", True): 3000, ("fmlprec", False): 100, ("fmlprec", True): 4800,
+         ("linrec", False): math.nan}, nan_ok=True)
+    assert kinds.loc[("bsarec", True), "ratio"] == pytest.approx(2)
+    assert kinds.loc[("bsarec", True), "estimate_from"] == SETTINGS_SCALED_LEVEL
+    assert kinds.loc[("linrec", False), "estimate_from"] == NO_ESTIMATE
+    text = check.text()
+    assert "within a factor of 2 of its measured median for 2 of 4 kinds (2 of 4 runs)" in text
+    assert "1 kind(s) had no estimate" in text
+    assert "no kind of stored run could be estimated" in held_out_check(runs[4:]).text()
 
 
 def test_trained_epochs_add_up_the_rounds():
