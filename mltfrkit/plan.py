@@ -241,15 +241,21 @@ class Estimator:
         settings, was estimated from the median of its runs under ours, a fraction of its time. Per epoch,
         because how long early stopping lets a run go on differs from backbone to backbone far more than what a
         setting adds to an epoch: scaling whole-run times put fewer held-out kinds within a factor of 2
-        (:func:`held_out_check`) than leaving the level out, per-epoch scaling more. Runs without epoch counts are left out. (NaN, []) when no backbone here has both."""
+        (:func:`held_out_check`) than leaving the level out, per-epoch scaling more. The epoch cap and patience
+        are among :data:`SETTINGS`, but a different stopping rule is not scaled: the epochs trained under S' are
+        only capped at this run's cap (per round). This backbone's runs without an epoch count are left out (the
+        others' too, from their per-epoch medians). (NaN, []) when none is left, or no other backbone here was
+        measured under both."""
         group = tuple(fields[k] for k in ESTIMATE_LEVELS[1][1] if k != "backbone")
         by_backbone = self.by_settings.get(group, {})
         target = tuple(fields[k] for k in SETTINGS)
+        cap = fields["epochs"] * fields["rounds"] if fields.get("epochs") else math.inf
         estimates, used = [], []
         for settings, runs in by_backbone.get(fields["backbone"], {}).items():
-            own_epoch, own_epochs = _per_epoch(runs), _epochs(runs)
-            if settings == target or math.isnan(own_epoch) or math.isnan(own_epochs):
+            runs = [run for run in runs if run.epochs_trained]
+            if settings == target or not runs:
                 continue  # the first level's match (not reached when it has runs), or no epoch counts
+            own_epoch, own_epochs = _per_epoch(runs), min(_epochs(runs), cap)
             pairs = [(per[target], per[settings]) for backbone, per in by_backbone.items()
                      if backbone != fields["backbone"] and target in per and settings in per
                      and _per_epoch(per[settings]) > 0 and not math.isnan(_per_epoch(per[target]))]
@@ -257,7 +263,7 @@ class Estimator:
             if alike:
                 ratio = float(pd.Series([_per_epoch(now) / _per_epoch(before) for now, before in alike]).median())
                 estimates.append(own_epoch * ratio * own_epochs)
-                used += runs + [run for now, before in alike for run in now + before]
+                used += runs + [run for now, before in alike for run in now + before if run.epochs_trained]
         if not estimates:
             return math.nan, []
         return float(pd.Series(estimates).median()), list({run.run_dir: run for run in used}.values())

@@ -123,11 +123,13 @@ def print_plans(grids: list[str], sweep_options: list[str]) -> None:
                 failed.append(name)
                 continue
             print(plans[name].report(f"{args.experiment} on {exp.dataset}"), flush=True)
+        # what the estimates are worth, on this store's runs (every grid shares the one store); inside REPO, where a
+        # relative runs or data directory means what it meant to the sweeps
+        if store is not None:
+            sizes = lambda dataset: epoch_units(store.split(dataset))  # noqa: E731  (as the plans' own estimates)
+            print(held_out_check(timed_runs(store), sizes=sizes).text(), flush=True)
     claims = [name for name in QUEUE if name.startswith("claims-")]
     planned = [name for name in claims if name in plans]
-    if store is not None:  # what the estimates are worth, on this store's runs (every grid shares the one store)
-        sizes = lambda dataset: epoch_units(store.split(dataset))  # noqa: E731  (as the plans' own estimates)
-        print(held_out_check(timed_runs(store), sizes=sizes).text(), flush=True)
     if planned:
         label = ("the claims batch" if planned == claims else
                  f"{len(planned)} of the queue's {len(claims)} claims grids") + ", in queue order from an empty store"

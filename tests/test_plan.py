@@ -299,10 +299,10 @@ def test_a_backbone_alone_in_its_encoding_is_scaled_by_the_datasets_sizes_as_the
     assert broken.estimate(fmlprec_b)[1] == NO_ESTIMATE  # a dataset that cannot be read: no estimate, no error
 
 
-def settings_run(backbone, seconds, epochs, authors=False, dataset="A"):
+def settings_run(backbone, seconds, epochs, authors=False, dataset="A", cap=100):
     """A timed MLTFR run under our settings or the authors' (trainable tables, a test evaluation every epoch)."""
     config = {"dataset": dataset, "backbone": backbone, "plugin": "mltfr", "schedule": "single",
-              "train": {"test_every_epoch": authors, "epochs": 100},
+              "train": {"test_every_epoch": authors, "epochs": cap},
               "plugin_options": {"consensus": False, "n_experts": 6 if authors else 4, "max_vocab": 2000,
                                  "trainable_tables": authors}, "token_tables": []}
     return TimedRun(f"{dataset}-{backbone}-{authors}-{seconds}-{epochs}", seconds, cost_fields(config), epochs)
@@ -329,8 +329,16 @@ def test_a_backbone_measured_under_other_settings_is_scaled_per_epoch_by_the_oth
     assert Estimator(runs + [settings_run("bsarec", 7000, 30, authors=True)]).estimate(authors)[:2] == \
         (7000, ESTIMATE_LEVELS[0][0])
     assert Estimator(runs[:1]).estimate(authors)[:2] == (1000, ESTIMATE_LEVELS[1][0])
-    # no epoch counts under ours: nothing to scale per epoch, the second level
+    # no epoch counts under ours: nothing to scale per epoch, the second level; a run without one beside one with
+    # it is left out, from the estimate and from the runs it names
     assert Estimator([replace(runs[0], epochs_trained=None), *runs[1:]]).estimate(authors)[1] == ESTIMATE_LEVELS[1][0]
+    uncounted = replace(runs[0], run_dir="no epochs", seconds=99999, epochs_trained=None)
+    seconds, level, used = Estimator([uncounted, *runs]).estimate(authors)
+    assert seconds == pytest.approx(3000) and "no epochs" not in {run.run_dir for run in used}
+    # a lower cap for the run asked about: the epochs it may train are capped (the stopping rule is not scaled)
+    capped = {**authors, "epochs": 10}
+    with_cap = Estimator([runs[0], runs[1], settings_run("fmlprec", 600, 10, authors=True, cap=10)])
+    assert with_cap.estimate(capped)[:2] == (pytest.approx(50 * 3 * 10), SETTINGS_SCALED_LEVEL)
 
 
 def test_the_held_out_check_estimates_each_kind_from_the_others_only():
@@ -354,6 +362,17 @@ def test_the_held_out_check_estimates_each_kind_from_the_others_only():
     assert "within a factor of 2 of its measured median for 2 of 4 kinds (2 of 4 runs)" in text
     assert "1 kind(s) had no estimate" in text
     assert "no kind of stored run could be estimated" in held_out_check(runs[4:]).text()
+    # the datasets' sizes (for the last level) are asked once each over all the held-out estimators; one that
+    # cannot be read leaves that level out, as in a plan, and breaks nothing
+    asked = []
+
+    def sizes(dataset):
+        asked.append(dataset)
+        raise FileNotFoundError(dataset)
+
+    with_sizes = held_out_check(runs, sizes=sizes)
+    assert asked == ["B"] and math.isnan(with_sizes.kinds["estimate_s"].iloc[-1])
+    assert with_sizes.text() == text
 
 
 def test_trained_epochs_add_up_the_rounds():
