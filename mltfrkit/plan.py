@@ -237,8 +237,8 @@ class Estimator:
         Backbones of the same encoding (:func:`backbone_encoding`) are preferred as the ratios' source, others
         used when none has both. Why: the second level's median mixes settings that change an epoch's cost
         several-fold (a test evaluation every epoch, trainable token tables, six experts instead of four: the
-        authors' configuration), so without it the authors' BSARec + MLTFR on Pantry, measured only under our
-        settings, was estimated from the median of its runs under ours, a fraction of its time. Per epoch,
+        authors' configuration), so without it a kind of run under the authors' configuration was estimated from
+        its backbone's runs under ours, often several times too short (:func:`held_out_check`). Per epoch,
         because how long early stopping lets a run go on differs from backbone to backbone far more than what a
         setting adds to an epoch: scaling whole-run times put fewer held-out kinds within a factor of 2
         (:func:`held_out_check`) than leaving the level out, per-epoch scaling more. The epoch cap and patience
