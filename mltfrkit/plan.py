@@ -170,6 +170,11 @@ def _median(runs: Iterable[TimedRun]) -> float:
     return float(pd.Series([run.seconds for run in runs]).median())
 
 
+def _settings_group(fields: dict) -> tuple:
+    """The second level's key without the backbone: the runs :meth:`Estimator.resettled` compares settings in."""
+    return tuple(fields[k] for k in ESTIMATE_LEVELS[1][1] if k != "backbone")
+
+
 def _per_epoch(runs: Iterable[TimedRun]) -> float:
     """The median seconds per trained epoch of the runs with an epoch count (NaN: none has one)."""
     values = [run.seconds / run.epochs_trained for run in runs if run.epochs_trained]
@@ -191,16 +196,18 @@ class Estimator:
     window per training prefix) take several times SASRec's time, and a time budget (``--finish-by``) trusting
     that median would start a run hours longer than its estimate."""
 
-    def __init__(self, runs: Iterable[TimedRun], sizes: Callable[[str], dict | None] | None = None):
-        # sizes(dataset) -> epoch_units(...) of that dataset, or None: for the last level only, asked lazily
-        self.sizes, self._sizes = sizes, {}
+    def __init__(self, runs: Iterable[TimedRun], sizes: Callable[[str], dict | None] | None = None,
+                 size_cache: dict | None = None):
+        # sizes(dataset) -> epoch_units(...) of that dataset, or None: for the last level only, asked lazily and
+        # kept in size_cache (one dict several estimators share asks each dataset once: held_out_check)
+        self.sizes, self._sizes = sizes, ({} if size_cache is None else size_cache)
         self.index: list[dict[tuple, list[TimedRun]]] = [{} for _ in ESTIMATE_LEVELS]
         self.by_backbone: dict[tuple, dict[str, list[TimedRun]]] = {}  # (plugin, rounds, backbone) -> dataset -> runs
         # the second level's key without the backbone -> backbone -> settings (SETTINGS) -> runs
         self.by_settings: dict[tuple, dict[str, dict[tuple, list[TimedRun]]]] = {}
         for run in runs:
-            group = tuple(run.fields[k] for k in ESTIMATE_LEVELS[1][1] if k != "backbone")
-            self.by_settings.setdefault(group, {}).setdefault(run.fields["backbone"], {}).setdefault(
+            per_backbone = self.by_settings.setdefault(_settings_group(run.fields), {})
+            per_backbone.setdefault(run.fields["backbone"], {}).setdefault(
                 tuple(run.fields[k] for k in SETTINGS), []).append(run)
             for level, (_, keys) in enumerate(ESTIMATE_LEVELS):
                 self.index[level].setdefault(tuple(run.fields[k] for k in keys), []).append(run)
@@ -246,8 +253,7 @@ class Estimator:
         only capped at this run's cap (per round). This backbone's runs without an epoch count are left out (the
         others' too, from their per-epoch medians). (NaN, []) when none is left, or no other backbone here was
         measured under both."""
-        group = tuple(fields[k] for k in ESTIMATE_LEVELS[1][1] if k != "backbone")
-        by_backbone = self.by_settings.get(group, {})
+        by_backbone = self.by_settings.get(_settings_group(fields), {})
         target = tuple(fields[k] for k in SETTINGS)
         cap = fields["epochs"] * fields["rounds"] if fields.get("epochs") else math.inf
         estimates, used = [], []
@@ -301,8 +307,8 @@ class Estimator:
                 # the runs there of the same kind but for the dataset and the stopping rule, if any: a per-epoch
                 # test evaluation or a larger MLTFR setting costs more per epoch than the backbone's other runs
                 alike = [run for run in runs if all(run.fields[k] == fields[k] for k in PER_EPOCH_COST)] or runs
-                per_epoch = [run.seconds / run.epochs_trained for run in alike if run.epochs_trained]
-                seconds = float(pd.Series(per_epoch).median()) * cap if cap and per_epoch else _median(alike)
+                per_epoch = _per_epoch(alike)
+                seconds = per_epoch * cap if cap and not math.isnan(per_epoch) else _median(alike)
                 estimates.append(seconds * here / there)
                 used += alike
         if not estimates:
@@ -683,23 +689,14 @@ def held_out_check(runs: Sequence[TimedRun], sizes: Callable[[str], dict | None]
     new seed of a stored kind is estimated from its own kind, which this does not test (its spread is the
     seeds')."""
     keys = ESTIMATE_LEVELS[0][1]
-    if sizes is not None:  # asked once per dataset over all the estimators, not once per held-out kind
-        known: dict[str, dict | None] = {}
-        ask = sizes
-
-        def sizes(dataset: str) -> dict | None:
-            if dataset not in known:
-                try:
-                    known[dataset] = ask(dataset)
-                except Exception:  # as Estimator: a dataset that cannot be read leaves the level out
-                    known[dataset] = None
-            return known[dataset]
+    size_cache: dict = {}  # each dataset's sizes asked once over all the estimators, not once per kind
     kinds: dict[tuple, list[TimedRun]] = {}
     for run in runs:
         kinds.setdefault(tuple(run.fields[k] for k in keys), []).append(run)
     rows = []
     for kind, members in kinds.items():
-        estimator = Estimator([run for run in runs if tuple(run.fields[k] for k in keys) != kind], sizes=sizes)
+        estimator = Estimator([run for run in runs if tuple(run.fields[k] for k in keys) != kind], sizes=sizes,
+                              size_cache=size_cache)
         seconds, level, _ = estimator.estimate(members[0].fields)
         measured = _median(members)
         rows.append({**members[0].fields, "runs": len(members), "measured_s": measured, "estimate_s": seconds,
@@ -710,4 +707,5 @@ def held_out_check(runs: Sequence[TimedRun], sizes: Callable[[str], dict | None]
 
 __all__ = ["BatchTotals", "ESTIMATE_LEVELS", "Estimator", "GridPlan", "HeldOutCheck", "NO_ESTIMATE",
            "SCALED_ANY_PLUGIN_LEVEL", "SCALED_LEVEL", "SETTINGS_SCALED_LEVEL", "SIZE_SCALED_LEVEL", "TIMING_CAUTION",
-           "backbone_encoding", "batch_totals", "cost_fields", "epoch_units", "held_out_check", "plan_grid", "simulated_wall", "timed_runs", "trained_epochs"]
+           "backbone_encoding", "batch_totals", "cost_fields", "epoch_units", "held_out_check", "plan_grid",
+           "simulated_wall", "timed_runs", "trained_epochs"]
