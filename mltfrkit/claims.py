@@ -282,22 +282,24 @@ def claims_grid(exp: Experiment, sources=None, experts=None, focus_backbones=FOC
     return _unique(specs, exp)
 
 
-def stored_dirs(exp: Experiment, specs) -> tuple[set, set, set]:
-    """(run directories needed, those stored, those of the stored at their epoch cap) for specs; a w/o SC run
-    counts as stored when its full run is (the store records it from that run's round 1 without training):
-    :meth:`mltfrkit.store.ResultStore.epoch_capped`."""
+def stored_dirs(exp: Experiment, specs) -> tuple[set, set, set, set]:
+    """(run directories needed, those stored, those of the stored at their epoch cap, those of the stored that
+    stalled) for specs; a w/o SC run counts as stored when its full run is (the store records it from that run's
+    round 1 without training): :meth:`mltfrkit.store.ResultStore.epoch_capped`, :meth:`~mltfrkit.store.ResultStore.stalled`."""
     stored, capped = exp.store.epoch_capped(specs)
-    return {str(exp.store.run_dir(spec)) for spec in specs}, stored, capped
+    return {str(exp.store.run_dir(spec)) for spec in specs}, stored, capped, exp.store.stalled(specs)
 
 
-def runs_text(needed: set, stored: set, capped: set, epochs=None) -> str:
-    """``6 of 6`` / ``6 of 6 (4 at the 100-epoch cap)``: stored of needed run directories, and how many of the
-    stored ones ran to their epoch cap without early stopping."""
+def runs_text(needed: set, stored: set, capped: set, epochs=None, stalled: set = frozenset()) -> str:
+    """``6 of 6`` / ``6 of 6 (4 at the 100-epoch cap)`` / ``6 of 6 (4 at the 100-epoch cap, 1 stalled)``: stored
+    of needed run directories, how many of the stored ones ran to their epoch cap without early stopping, and
+    how many stalled (:func:`mltfrkit.store.stalled_runs`)."""
     if not needed:
         return "(no runs)"
-    at_cap = len(capped & stored)
+    at_cap, stuck = len(capped & stored), len(set(stalled) & stored)
     cap = f"{epochs}-epoch cap" if epochs else "epoch cap"
-    return f"{len(stored)} of {len(needed)}" + (f" ({at_cap} at the {cap})" if at_cap else "")
+    notes = [f"{at_cap} at the {cap}"] * bool(at_cap) + [f"{stuck} stalled"] * bool(stuck)
+    return f"{len(stored)} of {len(needed)}" + (f" ({', '.join(notes)})" if notes else "")
 
 
 class Missing(str):
@@ -688,11 +690,11 @@ class _Measure:
                             f"{column} outcomes": "", f"_{column} outcomes": [NOT_APPLICABLE],
                             f"{column} setting": exp.settings_note()})
                 continue
-            needed, stored, capped = stored_dirs(exp, specs) if specs else (set(), set(), set())
+            needed, stored, capped, stalled = stored_dirs(exp, specs) if specs else (set(), set(), set(), set())
             row[f"{column} needed"], row[f"{column} stored"] = len(needed), len(stored)
-            row[f"{column} capped"] = len(capped & stored)
-            row[f"{column} runs"] = runs_text(needed, stored, capped, exp.epochs)
-            row[f"_{column} dirs"] = (needed, stored, capped, exp.epochs)
+            row[f"{column} capped"], row[f"{column} stalled"] = len(capped & stored), len(stalled & stored)
+            row[f"{column} runs"] = runs_text(needed, stored, capped, exp.epochs, stalled)
+            row[f"_{column} dirs"] = (needed, stored, capped, exp.epochs, stalled)
             comparisons, reason = [], None
             if len(stored) < len(needed):
                 verdict_text = f"{NOT_MEASURED} ({len(stored)} of {len(needed)} runs stored)"
@@ -898,19 +900,21 @@ def claim_table(rows: pd.DataFrame, configurations) -> pd.DataFrame:
                 continue
             outcomes = [o for value in mine.get(f"_{column} outcomes", pd.Series(dtype=object)).dropna()
                         for o in value]
-            needed, stored, capped, caps = set(), set(), set(), set()
+            needed, stored, capped, caps, stalled = set(), set(), set(), set(), set()
             for value in mine.get(f"_{column} dirs", pd.Series(dtype=object)).dropna():
                 needed |= value[0]
                 stored |= value[1]
                 if len(value) > 2:
                     capped |= value[2]
                     caps.add(value[3])
+                if len(value) > 4:
+                    stalled |= value[4]
             text = verdict(outcomes, claim.quantifier)
             if text == NOT_MEASURED and needed and len(stored) < len(needed):
                 text = f"{NOT_MEASURED} ({len(stored)} of {len(needed)} runs stored)"
             entry[f"{column} verdict"] = text
             entry[f"{column} so far"] = so_far(outcomes, claim.quantifier)
-            entry[f"{column} runs"] = runs_text(needed, stored, capped, caps.pop() if len(caps) == 1 else None)
+            entry[f"{column} runs"] = runs_text(needed, stored, capped, caps.pop() if len(caps) == 1 else None, stalled)
             entry[f"{column} rows measured"] = int(sum(
                 1 for v in mine[f"{column} verdict"] if not str(v).startswith((NOT_MEASURED, NOT_APPLICABLE))))
             entry[f"{column} rows"] = int(sum(1 for v in mine[f"{column} verdict"] if not str(v).startswith(NOT_APPLICABLE)))
@@ -930,12 +934,12 @@ def missing_runs(experiments: dict, sources, experts, focus_backbones, data_dir,
         if configuration == "ours":
             parts["expert_sweep"] = only(exp, chosen).grid("expert_sweep", experts=experts)
         grid = claims_grid(exp, sources, experts, focus_backbones)
-        needed, stored, _ = stored_dirs(exp, grid)
+        needed, stored = stored_dirs(exp, grid)[:2]
         row = {"dataset": exp.dataset, "configuration": configuration, "backbones": ",".join(exp.backbones),
                "runs": len(needed), "stored": len(stored), "missing": len(needed) - len(stored)}
         counted: set = set()
         for part, specs in parts.items():  # each run counted in the first part that needs it
-            part_needed, part_stored, _ = stored_dirs(exp, specs)
+            part_needed, part_stored = stored_dirs(exp, specs)[:2]
             fresh = part_needed - counted
             row[f"missing {part}"] = len(fresh - part_stored)
             counted |= part_needed

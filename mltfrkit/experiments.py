@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from mltfrkit.runs import CONFIGURATIONS, RunSpec, configured
 from mltfrkit.store import METRICS as STORE_METRICS
-from mltfrkit.store import ResultStore, flatten
+from mltfrkit.store import STALL_FRACTION, ResultStore, flatten
 from mltfrkit.train import TrainConfig
 from mltfrkit.train.trainer import ORACLE_LABEL
 
@@ -345,6 +346,38 @@ class Experiment:
             return ""
         return (f"{len(capped)} of {len(stored)} stored runs ran to the {self.epochs}-epoch cap without early "
                 f"stopping: their figures are at that epoch budget, not at convergence")
+
+    def stall_note(self, name: str, **options) -> str:
+        """Which stored runs of the experiment ``name`` stalled (:func:`mltfrkit.store.stalled_runs`: stopped
+        early with a best selection metric under ``STALL_FRACTION`` of every other seed's of the same run), e.g. "1 of 18
+        stored runs stalled ...: bert4rec + te (SmolLM2-135M) seed 0"; "" when none did. Such a seed stays in
+        the tables (it is what the protocol produced); the note says where a wide std comes from. Reads the
+        store; trains nothing."""
+        specs = self.grid(name, **options)
+        stalled = self.store.stalled(specs)
+        if not stalled:
+            return ""
+        by_dir = {str(self.store.run_dir(spec)): spec for spec in specs}
+        stored, _ = self.store.epoch_capped(specs)
+        names = []
+        for run_dir in sorted(stalled):
+            spec = by_dir[run_dir]
+            detail = spec.plugin_options.get("llm") or spec.plugin_options.get("n_experts") or ""
+            label = f"{spec.backbone}" + (f" + {spec.plugin}" if spec.plugin != "none" else "")
+            label += f" ({'m = ' if isinstance(detail, int) else ''}{detail})" if detail else ""
+            names.append(f"{label} seed {spec.train.seed} ({Path(run_dir).name})")
+        metric = specs[0].train.valid_metric
+        one = len(stalled) == 1
+        return (f"{len(stalled)} of {len(stored)} stored runs stalled: early stopping ended {'it' if one else 'them'} "
+                f"on a plateau with a best {metric} under {STALL_FRACTION:g}x every other seed's of the same run "
+                f"(mltfrkit.store.stalled_runs); {'it stays' if one else 'they stay'} in the figures, where "
+                f"{'it widens' if one else 'they widen'} the std: {'; '.join(names)}")
+
+    def runs_note(self, name: str, **options) -> str:
+        """What the notebooks print under a table: :meth:`epoch_cap_note` and :meth:`stall_note`, one line each
+        ("" when neither applies)."""
+        return "\n".join(note for note in (self.epoch_cap_note(name, **options), self.stall_note(name, **options))
+                         if note)
 
     def token_sources(self) -> list[str]:
         from mltfrkit.vocab import resolve_preset

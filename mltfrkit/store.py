@@ -520,17 +520,35 @@ class ResultStore:
         Reads results only; trains nothing."""
         stored, capped = set(), set()
         for spec in specs:
-            result = self.get(spec)
-            if result is None:
-                full = self._full_run_of(spec)
-                full_result = self.get(full) if full is not None else None
-                result = full_result.get("round1") if isinstance(full_result, dict) else None
-            if isinstance(result, dict):
+            result = self._stored_or_recordable(spec)
+            if result is not None:
                 run_dir = str(self.run_dir(spec))
                 stored.add(run_dir)
                 if at_epoch_cap(result, spec.train):
                     capped.add(run_dir)
         return stored, capped
+
+    def stalled(self, specs: Iterable[RunSpec]) -> set[str]:
+        """Run directories of the stored ``specs`` that stalled (:func:`stalled_runs`: stopped early with a best
+        selection metric under :data:`STALL_FRACTION` of every other stored seed's of the same run among
+        ``specs``). A w/o SC run not stored but recordable from its full run is judged by that run's round 1, as
+        in :meth:`epoch_capped`. Reads results only; trains nothing."""
+        members = {}
+        for spec in specs:
+            result = self._stored_or_recordable(spec)
+            if result is not None:
+                sibling_key = str(self.run_dir(replace(spec, train=replace(spec.train, seed=0))))
+                members[str(self.run_dir(spec))] = (sibling_key, result, spec.train)
+        return stalled_runs(members)
+
+    def _stored_or_recordable(self, spec: RunSpec) -> dict | None:
+        """The stored result of ``spec``, or for a w/o SC spec not stored, its stored full run's round 1."""
+        result = self.get(spec)
+        if result is None:
+            full = self._full_run_of(spec)
+            full_result = self.get(full) if full is not None else None
+            result = full_result.get("round1") if isinstance(full_result, dict) else None
+        return result if isinstance(result, dict) else None
 
     # -- tables ------------------------------------------------------------------------
     def result_files(self) -> list[Path]:
@@ -562,6 +580,42 @@ def at_epoch_cap(result: dict, train: TrainConfig | None = None) -> bool:
     metric, the stored flag decides."""
     rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
     return any(_round_at_cap(part, train) for part in rounds)
+
+
+# A run "stalled" when early stopping ended it on a plateau its other seeds trained past: it stopped early
+# (not at its epoch cap, :func:`at_epoch_cap`) and its best selection metric is under this fraction of every
+# other seed's. ml-100k BERT4Rec shows why: a seed can sit at a validation NDCG@20 near .028 for ten epochs and
+# stop, while its other seeds take off after that plateau and reach .077.
+STALL_FRACTION = 0.5
+
+
+def best_selection(result: dict, metric: str) -> float | None:
+    """The best value of the selection ``metric`` over every round a stored run trained (validation, or the
+    test curve under the authors' holdout); None when a round lacks the curve."""
+    rounds = [result[name] for name in ("round1", "round2") if isinstance(result.get(name), dict)] or [result]
+    curves = [_selection_curve(summary, metric) for summary in rounds]
+    if any(curve is None for curve in curves):
+        return None
+    return max(max(curve) for curve in curves)
+
+
+def stalled_runs(members: dict) -> set[str]:
+    """Which runs stalled, of ``members``: run name -> (sibling key, result, TrainConfig), where runs with one
+    sibling key are one configuration's seeds. A run stalled when it stopped early (by its own stopping rule,
+    :func:`at_epoch_cap`) and its best selection metric (:func:`best_selection`) is under
+    :data:`STALL_FRACTION` of every other seed's. A run with no other seed stored, or without curves, is
+    never judged stalled. The rule flags a run; it changes no figure (a stalled seed is a result of the
+    protocol, and tables keep it)."""
+    best = {name: best_selection(result, train.valid_metric) for name, (_, result, train) in members.items()}
+    out = set()
+    for name, (key, result, train) in members.items():
+        others = [best[other] for other, (other_key, _, _) in members.items()
+                  if other != name and other_key == key and best[other] is not None]
+        if best[name] is None or not others or at_epoch_cap(result, train):
+            continue
+        if best[name] < STALL_FRACTION * min(others):
+            out.add(name)
+    return out
 
 
 def _round_at_cap(summary: dict, train: TrainConfig | None) -> bool:

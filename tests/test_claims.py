@@ -150,6 +150,42 @@ def test_a_run_at_its_epoch_cap_is_counted_in_the_runs_column():
     assert C.runs_text(needed, stored, set(), 100) == "2 of 3"
     assert C.runs_text(needed, stored, {"a"}) == "2 of 3 (1 at the epoch cap)"
     assert C.runs_text(set(), set(), set()) == "(no runs)"
+    assert C.runs_text(needed, stored, {"a"}, 100, stalled={"b", "c"}) == "2 of 3 (1 at the 100-epoch cap, 1 stalled)"
+    assert C.runs_text(needed, stored, set(), 100, stalled={"b"}) == "2 of 3 (1 stalled)"
+
+
+def _curve(values, stopped_early: bool) -> dict:
+    return {"epochs": [{"valid": {"NDCG@20": v}} for v in values], "stopped_early": stopped_early}
+
+
+def test_a_seed_that_stops_on_a_plateau_its_other_seeds_train_past_is_stalled():
+    """stalled_runs: early stopping ended the run (by its own rule) and its best is under STALL_FRACTION of every
+    other seed's of the same run; the cap, a lone seed, a milder shortfall and another run's seeds do not count."""
+    from mltfrkit.store import STALL_FRACTION, best_selection, stalled_runs
+    from mltfrkit.train import TrainConfig
+
+    train = TrainConfig(epochs=100, patience=10)
+    plateau = _curve([0.015, 0.025, 0.025, 0.029] + [0.028] * 10, True)  # best at epoch 4, stops after 14
+    learned = _curve([0.015 + 0.0006 * i for i in range(100)], False)  # to the cap, best .0744
+    assert best_selection(plateau, "NDCG@20") == 0.029
+    members = {"s0": ("run", plateau, train), "s1": ("run", learned, train), "s2": ("run", learned, train)}
+    assert stalled_runs(members) == {"s0"}
+    # the same low curve, but at its epoch cap: a slow run, not one early stopping cut short
+    capped = TrainConfig(epochs=14, patience=11)
+    assert stalled_runs({**members, "s0": ("run", plateau, capped)}) == set()
+    # a lone seed, and a seed whose siblings belong to another run, are never judged
+    assert stalled_runs({"s0": ("run", plateau, train)}) == set()
+    assert stalled_runs({"s0": ("run", plateau, train), "t1": ("other", learned, train)}) == set()
+    # just above the fraction: not stalled
+    near = max(learned["epochs"], key=lambda e: e["valid"]["NDCG@20"])["valid"]["NDCG@20"] * STALL_FRACTION * 1.01
+    mild = _curve([near] + [near * 0.9] * 10, True)
+    assert stalled_runs({**members, "s0": ("run", mild, train)}) == set()
+    # two-round runs: the best over both rounds; a round without a curve leaves the run unjudged
+    two_rounds = {"round1": plateau, "round2": _curve([0.03] * 11, True)}
+    assert best_selection(two_rounds, "NDCG@20") == 0.03
+    assert stalled_runs({**members, "s0": ("run", two_rounds, train)}) == {"s0"}
+    assert best_selection({"round1": plateau, "round2": {"epochs": []}}, "NDCG@20") is None
+    assert stalled_runs({**members, "s0": ("run", {"round1": plateau, "round2": {"epochs": []}}, train)}) == set()
 
 
 def test_paired_comparison_on_constructed_seeds():

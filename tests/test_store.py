@@ -302,6 +302,33 @@ def test_invalid_result_file_is_skipped_and_resumed(tiny_file, tmp_path, content
     assert json.loads(broken_file.read_text())["test"] == broken["test"]
 
 
+def test_a_stalled_seed_is_found_in_the_store_and_named_under_the_tables(tiny_file, tmp_path):
+    """ResultStore.stalled and Experiment.stall_note on stored runs: three seeds trained, then seed 0's stored curve
+    replaced by a short flat one far below the others' (as a seed that stopped on a plateau): it alone is stalled,
+    a missing seed is ignored, and the note the notebooks print names it."""
+    from mltfrkit.store import RESULT
+
+    runs = tmp_path / "runs"
+    exp = Experiment(str(tiny_file), backbones=["sasrec"], seeds=[0, 1, 2], epochs=3, device="cpu",
+                     runs_dir=str(runs), progress=False)
+    specs = [exp.spec("sasrec", seed=seed) for seed in (0, 1, 2)]
+    exp.store.ensure_many(specs)
+    for spec, values in zip(specs, ([0.001, 0.001], [0.01, 0.02, 0.03], [0.01, 0.03, 0.02])):
+        path = exp.store.run_dir(spec) / RESULT
+        result = json.loads(path.read_text())
+        epochs = [{**entry, "valid": {**entry["valid"], "NDCG@20": v}} for entry, v in zip(result["epochs"], values)]
+        path.write_text(json.dumps({**result, "epochs": epochs, "stopped_early": len(values) < 3}))
+    fresh = Experiment(str(tiny_file), backbones=["sasrec"], seeds=[0, 1, 2], epochs=3, device="cpu",
+                       runs_dir=str(runs), progress=False)
+    missing = fresh.spec("sasrec", seed=7)
+    assert fresh.store.stalled([*specs, missing]) == {str(fresh.store.run_dir(specs[0]))}
+    assert fresh.store.stalled(specs[1:]) == set()  # no stalled seed among them
+    fresh.grid = lambda name, **options: specs  # the note of an experiment whose grid is these three runs
+    note = fresh.stall_note("table2")
+    assert note.startswith("1 of 3 stored runs stalled") and f"sasrec seed 0 ({fresh.store.run_dir(specs[0]).name})" in note
+    assert fresh.runs_note("table2").endswith(note)
+
+
 def test_runs_at_their_epoch_cap_are_told_from_early_stopped_ones(tiny_file, tmp_path):
     """epoch_capped: a 2-epoch run with patience 10 ends at its cap; the same run with patience 1 and a flat curve
     would stop early; a run not stored counts as neither; and a w/o SC run is judged by its full run's round 1."""
