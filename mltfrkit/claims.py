@@ -290,6 +290,11 @@ def stored_dirs(exp: Experiment, specs) -> tuple[set, set, set, set]:
     return {str(exp.store.run_dir(spec)) for spec in specs}, stored, capped, exp.store.stalled(specs)
 
 
+def _needed_stored(exp: Experiment, specs) -> tuple[set, set]:
+    """:func:`stored_dirs`' first two sets only (no stall check: a count of missing runs needs none)."""
+    return {str(exp.store.run_dir(spec)) for spec in specs}, exp.store.epoch_capped(specs)[0]
+
+
 def runs_text(needed: set, stored: set, capped: set, epochs=None, stalled: set = frozenset()) -> str:
     """``6 of 6`` / ``6 of 6 (4 at the 100-epoch cap)`` / ``6 of 6 (4 at the 100-epoch cap, 1 stalled)``: stored
     of needed run directories, how many of the stored ones ran to their epoch cap without early stopping, and
@@ -934,12 +939,12 @@ def missing_runs(experiments: dict, sources, experts, focus_backbones, data_dir,
         if configuration == "ours":
             parts["expert_sweep"] = only(exp, chosen).grid("expert_sweep", experts=experts)
         grid = claims_grid(exp, sources, experts, focus_backbones)
-        needed, stored = stored_dirs(exp, grid)[:2]
+        needed, stored = _needed_stored(exp, grid)
         row = {"dataset": exp.dataset, "configuration": configuration, "backbones": ",".join(exp.backbones),
                "runs": len(needed), "stored": len(stored), "missing": len(needed) - len(stored)}
         counted: set = set()
         for part, specs in parts.items():  # each run counted in the first part that needs it
-            part_needed, part_stored = stored_dirs(exp, specs)[:2]
+            part_needed, part_stored = _needed_stored(exp, specs)
             fresh = part_needed - counted
             row[f"missing {part}"] = len(fresh - part_stored)
             counted |= part_needed

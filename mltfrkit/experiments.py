@@ -204,6 +204,20 @@ def summarise(records: pd.DataFrame, by: list[str], metrics=METRICS) -> pd.DataF
     return out.reset_index()
 
 
+def run_label(spec: RunSpec) -> str:
+    """A run's configuration in a few words, enough to tell the runs of one grid apart: "bert4rec + te
+    (SmolLM2-135M)", "sasrec + mltfr (m = 2, w/o SC)", "sasrec (two_round)"."""
+    options = spec.plugin_options
+    details = [str(options["llm"])] if options.get("llm") else []
+    details += [f"m = {options['n_experts']}"] if "n_experts" in options else []
+    details += ["w/o SC"] if options.get("consensus") is False else []
+    details += [f"tables = {options['tables']}"] if options.get("tables", "llm") != "llm" else []
+    details += [f"{key} = {options[key]}" for key in ("noise", "top_k") if key in options]
+    details += [spec.schedule] if spec.schedule != "single" else []
+    label = spec.backbone + (f" + {spec.plugin}" if spec.plugin != "none" else "")
+    return label + (f" ({', '.join(details)})" if details else "")
+
+
 @dataclass
 class Experiment:
     """One dataset, one profile, one store. Creating it checks the dataset at once."""
@@ -349,29 +363,34 @@ class Experiment:
 
     def stall_note(self, name: str, **options) -> str:
         """Which stored runs of the experiment ``name`` stalled (:func:`mltfrkit.store.stalled_runs`: stopped
-        early with a best selection metric under ``STALL_FRACTION`` of every other seed's of the same run), e.g. "1 of 18
-        stored runs stalled ...: bert4rec + te (SmolLM2-135M) seed 0"; "" when none did. Such a seed stays in
-        the tables (it is what the protocol produced); the note says where a wide std comes from. Reads the
-        store; trains nothing."""
+        early with a best selection metric under ``STALL_FRACTION`` of the best other seed's of the same
+        configuration), e.g. "1 of 18 stored runs stalled ...: bert4rec + te (SmolLM2-135M) seed 0
+        (ml-100k-bert4rec-te-...)"; "" when none did. Such a seed stays in the tables (it is what the protocol
+        produced); the note says where a wide std comes from. Reads the store; trains nothing."""
         specs = self.grid(name, **options)
         stalled = self.store.stalled(specs)
         if not stalled:
             return ""
         by_dir = {str(self.store.run_dir(spec)): spec for spec in specs}
         stored, _ = self.store.epoch_capped(specs)
-        names = []
-        for run_dir in sorted(stalled):
-            spec = by_dir[run_dir]
-            detail = spec.plugin_options.get("llm") or spec.plugin_options.get("n_experts") or ""
-            label = f"{spec.backbone}" + (f" + {spec.plugin}" if spec.plugin != "none" else "")
-            label += f" ({'m = ' if isinstance(detail, int) else ''}{detail})" if detail else ""
-            names.append(f"{label} seed {spec.train.seed} ({Path(run_dir).name})")
+        names = [f"{run_label(by_dir[run_dir])} seed {by_dir[run_dir].train.seed} "
+                 f"({self._answering_dir(by_dir[run_dir], run_dir)})" for run_dir in sorted(stalled)]
         metric = specs[0].train.valid_metric
+        curve = "test" if self.configuration == "authors" else "validation"
         one = len(stalled) == 1
         return (f"{len(stalled)} of {len(stored)} stored runs stalled: early stopping ended {'it' if one else 'them'} "
-                f"on a plateau with a best {metric} under {STALL_FRACTION:g}x every other seed's of the same run "
-                f"(mltfrkit.store.stalled_runs); {'it stays' if one else 'they stay'} in the figures, where "
-                f"{'it widens' if one else 'they widen'} the std: {'; '.join(names)}")
+                f"with a best {curve} {metric} under {STALL_FRACTION:g}x the best other seed's of the same "
+                f"configuration (mltfrkit.store.stalled_runs); {'it stays' if one else 'they stay'} in the figures, "
+                f"where {'it widens' if one else 'they widen'} the std: {'; '.join(names)}")
+
+    def _answering_dir(self, spec: RunSpec, run_dir: str) -> str:
+        """The name of the run directory whose result answers ``spec``: its own, a twin's, or (w/o SC) the full
+        run's."""
+        result = self.store.get(spec)
+        if result is None:
+            full = self.store._full_run_of(spec)
+            result = self.store.get(full) if full is not None else None
+        return Path((result or {}).get("run_dir") or run_dir).name
 
     def runs_note(self, name: str, **options) -> str:
         """What the notebooks print under a table: :meth:`epoch_cap_note` and :meth:`stall_note`, one line each

@@ -49,9 +49,10 @@ def section(claims: pd.DataFrame, rows: pd.DataFrame, source: str) -> str:
         f"decides every verdict (`mltfrkit.claims.RULE`: significant in the claimed direction supports, against "
         f"refutes; a claim about every setting is supported when all support). *So far* applies the rule to the "
         f"measured comparisons only; *runs* counts the stored runs behind the claim and how many of them ran to "
-        f"the epoch cap without early stopping (a comparison at that epoch budget, not at convergence) and how "
-        f"many stalled (stopped early on a plateau far below every other seed's best; kept in the figures, "
-        f"`mltfrkit.store.stalled_runs`); the sentence each claim comes "
+        f"the epoch cap without early stopping (a comparison at that epoch budget, not at convergence)"
+        + (" and how many stalled (stopped early with a best far below the best other seed's of the same "
+           "configuration; kept in the figures, `mltfrkit.store.stalled_runs`)" if "ours stalled" in rows else "")
+        + f"; the sentence each claim comes "
         f"from and the paper's own evidence are in the notebook"
         + ("; the last column is the authors' configuration, test-selected (optimistic), never part of the verdict."
            if has_authors else "."),

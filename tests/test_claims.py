@@ -159,8 +159,9 @@ def _curve(values, stopped_early: bool) -> dict:
 
 
 def test_a_seed_that_stops_on_a_plateau_its_other_seeds_train_past_is_stalled():
-    """stalled_runs: early stopping ended the run (by its own rule) and its best is under STALL_FRACTION of every
-    other seed's of the same run; the cap, a lone seed, a milder shortfall and another run's seeds do not count."""
+    """stalled_runs: early stopping ended the run (by its own rule) and its best is under STALL_FRACTION of the best
+    other seed's of the same configuration; the cap, a lone seed, a milder shortfall and another configuration's
+    seeds do not count."""
     from mltfrkit.store import STALL_FRACTION, best_selection, stalled_runs
     from mltfrkit.train import TrainConfig
 
@@ -185,6 +186,17 @@ def test_a_seed_that_stops_on_a_plateau_its_other_seeds_train_past_is_stalled():
     assert best_selection(two_rounds, "NDCG@20") == 0.03
     assert stalled_runs({**members, "s0": ("run", two_rounds, train)}) == {"s0"}
     assert best_selection({"round1": plateau, "round2": {"epochs": []}}, "NDCG@20") is None
+    # two seeds of three on the plateau: each is judged against the best other seed, so both are found
+    assert stalled_runs({**members, "s1": ("run", plateau, train)}) == {"s0", "s1"}
+    # one very good seed does not make ordinary ones stalled unless they are under the fraction of it
+    ordinary = _curve([0.03] * 12, True)
+    assert stalled_runs({"a": ("run", ordinary, train), "b": ("run", _curve([0.05] * 12, True), train)}) == set()
+    assert stalled_runs({"a": ("run", ordinary, train), "b": ("run", _curve([0.07] * 12, True), train)}) == {"a"}
+    # a non-finite value (an imported or edited result; the trainer refuses to store a diverged run) leaves the
+    # run unjudged, wherever it sits in the curve
+    for broken in ([float("nan"), 0.001], [0.001, float("nan")]):
+        assert best_selection(_curve(broken, True), "NDCG@20") is None
+        assert stalled_runs({**members, "s0": ("run", _curve(broken, True), train)}) == set()
     assert stalled_runs({**members, "s0": ("run", {"round1": plateau, "round2": {"epochs": []}}, train)}) == set()
 
 

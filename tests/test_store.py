@@ -329,6 +329,23 @@ def test_a_stalled_seed_is_found_in_the_store_and_named_under_the_tables(tiny_fi
     assert fresh.runs_note("table2").endswith(note)
 
 
+def test_run_labels_tell_the_runs_of_a_grid_apart(tiny_file):
+    """stall_note names runs by run_label: W/O and its 2-round control, MLTFR and w/o SC, token sources and expert
+    counts each get a different label."""
+    from mltfrkit.experiments import run_label
+
+    base = spec(tiny_file)
+    assert run_label(base) == "sasrec"
+    assert run_label(RunSpec(base.dataset, train=base.train, schedule="two_round")) == "sasrec (two_round)"
+    assert run_label(RunSpec(base.dataset, backbone="bert4rec", plugin="te", plugin_options={"llm": "SmolLM2-135M"})) \
+        == "bert4rec + te (SmolLM2-135M)"
+    full = RunSpec(base.dataset, plugin="mltfr", plugin_options={"n_experts": 2})
+    ablated = RunSpec(base.dataset, plugin="mltfr", plugin_options={"n_experts": 2, "consensus": False})
+    random = RunSpec(base.dataset, plugin="mltfr", plugin_options={"n_experts": 2, "tables": "random"})
+    labels = [run_label(s) for s in (full, ablated, random)]
+    assert labels == ["sasrec + mltfr (m = 2)", "sasrec + mltfr (m = 2, w/o SC)", "sasrec + mltfr (m = 2, tables = random)"]
+
+
 def test_runs_at_their_epoch_cap_are_told_from_early_stopped_ones(tiny_file, tmp_path):
     """epoch_capped: a 2-epoch run with patience 10 ends at its cap; the same run with patience 1 and a flat curve
     would stop early; a run not stored counts as neither; and a w/o SC run is judged by its full run's round 1."""
