@@ -2,6 +2,7 @@
 """The paper-profile batch behind issue 15's ladder and issue 20's claims, a session at a time.
 
     python scripts/paper_batch.py --finish-by 08:50            # import results/, train in order until 08:50, export
+    python scripts/paper_batch.py --finish-by 08:20 --stop-at 08:50   # start no run after 08:20, stop the running ones at 08:50
     python scripts/paper_batch.py --plan                       # what each grid still needs, the batch's total
     python scripts/paper_batch.py --only claims-ml-100k-ours   # one grid of the queue
 
@@ -10,6 +11,9 @@ invocation (1) imports the committed result archive (``results/``, README "The r
 (2) runs the grids of :data:`QUEUE` in order with ``mltfrkit sweep ... --finish-by``, so that no run is cut off
 half-trained, stopping at the first grid the time budget ends in, and (3) exports every finished run back to the
 archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
+A run can outlast a session (ml-100k's FMLP-Rec and BSARec with MLTFR: hours): ``--stop-at`` stops the batch at
+a set time as SIGTERM does, each running run keeping its last epoch's checkpoint, which the next invocation on the
+same machine resumes from; with ``--finish-by`` before it, no run starts in the last stretch.
 
 The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then its
 token-source rung (``llm_heavy``), then the claims grids, cheapest evidence first: SASRec's and BERT4Rec's runs of
@@ -74,8 +78,16 @@ class Stopped(KeyboardInterrupt):
     """SIGTERM to the batch (a session's end, a scheduler): handled as Ctrl-C, so the archive is still written."""
 
 
+class Deadline(Stopped):
+    """The ``--stop-at`` time came: the batch stops as on SIGTERM, by plan."""
+
+
 def _stop(signum, frame):
     raise Stopped()
+
+
+def _deadline(signum, frame):
+    raise Deadline()
 
 
 def mltfrkit(*args: str) -> int:
@@ -154,6 +166,23 @@ def budget(text: str | None) -> tuple[float | None, list[str]]:
     return moment, ["--finish-by", _dt.datetime.fromtimestamp(moment).isoformat(timespec="seconds")]
 
 
+def stop_time(text: str | None, finish_by: float | None) -> float | None:
+    """``--stop-at`` read once, as a ``time.time()``; it may not come before ``--finish-by`` (a batch told to
+    start runs until 07:00 cannot be stopped at 06:30)."""
+    if text is None:
+        return None
+    from mltfrkit.cli import finish_by_time
+
+    try:
+        moment = finish_by_time(text)
+    except argparse.ArgumentTypeError as error:
+        raise SystemExit(f"paper_batch.py: --stop-at: {error}") from None
+    if finish_by is not None and moment < finish_by:
+        raise SystemExit("paper_batch.py: --stop-at comes before --finish-by: give a --finish-by no later than "
+                         "--stop-at (or leave it out: --stop-at alone also stops runs mid-way)")
+    return moment
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--finish-by", default=None, help="sweep --finish-by: +2h, HH:MM, an ISO date-time")
@@ -163,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=list(QUEUE), default=None, help="these grids, in queue order")
     parser.add_argument("--workers", default="2")
     parser.add_argument("--threads", default="1")
+    parser.add_argument("--stop-at", default=None,
+                        help="stop at this time (+2h, HH:MM, an ISO date-time) as on SIGTERM: running runs keep "
+                             "their last epoch's checkpoint and resume on this machine; the finished ones are exported")
     parser.add_argument("--plan", action="store_true", help="print each grid's plan; train, import and export nothing")
     args = parser.parse_args(argv)
 
@@ -171,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     store = ["--runs-dir", args.runs_dir] if args.runs_dir else []
     grids = [name for name in QUEUE if args.only is None or name in args.only]
     finish_by, finish_flag = budget(args.finish_by)
+    stop_at = stop_time(args.stop_at, finish_by)
     sweep_options = ["--data-dir", args.data_dir, *COMMON, *store, "--executor", "processes",
                      "--workers", args.workers, "--threads", args.threads]
     if args.plan:
@@ -181,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         if mltfrkit("store", "import", args.archive, *store) != 0:
             return 2
     previous = signal.signal(signal.SIGTERM, _stop)
+    previous_alarm = signal.signal(signal.SIGALRM, _deadline) if stop_at is not None else None
     outcome, failed, stopped = 0, [], None
     try:
+        if stop_at is not None:  # a timer in this process: the sweep child is stopped as on SIGTERM (mltfrkit())
+            signal.setitimer(signal.ITIMER_REAL, max(stop_at - time.time(), 0.001))
         for name in grids:
             if finish_by is not None and time.time() >= finish_by:
                 print(f"{name}: not started, the finish-by time has passed; the next invocation continues here")
@@ -197,9 +233,14 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(name)
         else:
             print("every grid of the queue is stored", flush=True)
+    except Deadline:  # the --stop-at time: the sweep has stopped its workers, by plan
+        stopped = DEFERRED
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Stopped): the sweep has stopped its workers
         stopped = 143 if isinstance(stop, Stopped) else 130
     finally:
+        if stop_at is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)  # no stop in the middle of the export
+            signal.signal(signal.SIGALRM, previous_alarm)
         signal.signal(signal.SIGTERM, previous)
         exported = 0 if not root.is_dir() else mltfrkit("store", "export", args.archive, *store)
     if exported != 0:
@@ -208,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if stopped:
         saved = f"every finished run is exported to {args.archive}" if root.is_dir() else "no run had finished"
-        print(f"paper_batch.py: {'terminated' if stopped == 143 else 'interrupted'}; {saved}; the same command "
-              f"continues (an unfinished run resumes on this machine only)", file=sys.stderr)
+        how = {143: "terminated", 130: "interrupted", DEFERRED: "stopped at the --stop-at time"}[stopped]
+        print(f"paper_batch.py: {how}; {saved}; the same command continues (an unfinished run resumes on this "
+              f"machine only)", file=sys.stderr)
         return stopped
     if failed:
         print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)

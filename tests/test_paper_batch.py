@@ -188,3 +188,36 @@ def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, mo
     assert "mltfrkit: error: no such dataset file" in captured.err
     assert "not planned (the error above): claims-Pantry-ours" in captured.err
     assert f"1 of the queue's {total} claims grids" in captured.out.strip().splitlines()[-1]
+
+
+def test_the_stop_at_time_stops_a_running_sweep_and_exports(batch, tmp_path, monkeypatch, capsys):
+    """--stop-at: a timer stops the batch mid-sweep as SIGTERM does (the sweep is interrupted, the archive still
+    written), and the batch exits with the budget's code, saying so."""
+    import time
+
+    calls = []
+
+    def fake(*args):
+        calls.append(args)
+        if args[0] == "sweep":
+            time.sleep(30)  # a long run: only the timer ends it
+            pytest.fail("the --stop-at timer did not stop the sweep")
+        return 0
+
+    monkeypatch.setattr(batch, "mltfrkit", fake)
+    monkeypatch.setattr(batch, "stop_time", lambda text, finish_by: time.time() + 0.3)
+    (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
+    began = time.time()
+    code = batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"), "--stop-at", "+1s"])
+    assert code == batch.DEFERRED and time.time() - began < 20
+    assert [c[0] for c in calls] == ["sweep", "store"] and calls[-1][:2] == ("store", "export")
+    assert "stopped at the --stop-at time; every finished run is exported" in capsys.readouterr().err
+
+
+def test_a_stop_time_before_the_finish_by_time_is_refused(batch):
+    with pytest.raises(SystemExit, match="--stop-at comes before --finish-by"):
+        batch.stop_time("2026-01-01T06:00", batch.budget("2026-01-01T07:00")[0])
+    assert batch.stop_time("2026-01-01T07:00", batch.budget("2026-01-01T06:00")[0]) > 0
+    assert batch.stop_time(None, None) is None
+    with pytest.raises(SystemExit, match="--stop-at"):
+        batch.stop_time("soon", None)
