@@ -20,8 +20,8 @@ token-source rung (``llm_heavy``), then the claims grids, cheapest evidence firs
 ml-100k (Fig. 1 and Fig. 3 at the paper profile there soonest) and of Pantry, then Pantry's other four backbones
 (the paper's Table 2 dataset; FMLPRec's and BSARec's prefix-encoded runs take an hour or more each, fewer there
 than on ml-100k), Beauty's Table 2 runs (two backbones), the authors' test-selected focus grids of ml-100k and
-Pantry, then Beauty's Fig. 1 and Fig. 3 (most of the batch's hours), ml-100k's other four backbones, and the rest
-of the authors' configuration last. The
+Pantry, then ml-100k's other four backbones (claims 3a-3c wait for them), Beauty's Fig. 3 (claim 5), Beauty's
+Fig. 1 (claims 1 and 2; most of the batch's hours), and the rest of the authors' configuration last. The
 settings are those of the notebooks that read the runs (``reproduction_gap.ipynb`` with SASRec and BERT4Rec,
 ``claims.ipynb``'s defaults: six backbones for Table 2, two on Beauty, max_vocab 2000).
 """
@@ -58,12 +58,16 @@ QUEUE: dict[str, list[str]] = {
     # Beauty's runs take 30 to 90 minutes each (about 100 epochs of 22,363 users): its Table 2 runs first (W/O and
     # MLTFR of SASRec and BERT4Rec, three seeds, about 7 hours wall; Table 3's w/o SC is recorded from them), which
     # measure claims 3a, 3b and 4 there, then the two focus grids of the authors' configuration (about 3 hours
-    # together), and only then Beauty's Fig. 1 and Fig. 3 (about 45 hours, most of the whole batch)
+    # together). Then the grids that complete a claim's verdict soonest per hour: ml-100k's other four backbones
+    # (12 runs, hours each, but the last runs claims 3a-3c wait for), Beauty's Fig. 3 (30 runs, claim 5's last
+    # rows; the expert_sweep grid's runs are the claims grid's, same run keys), then the rest of Beauty's claims
+    # grid, its Fig. 1 (69 runs, claims 1 and 2, most of the whole batch's hours)
     "claims-Beauty-ours-table2": ["table2", "--dataset", "Beauty", *FOCUS, "--controls"],
     "claims-ml-100k-authors-focus": ["claims", "--dataset", "ml-100k", *FOCUS, "--configuration", "authors"],
     "claims-Pantry-authors-focus": ["claims", "--dataset", "Pantry", *FOCUS, "--configuration", "authors"],
-    "claims-Beauty-ours": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "ours"],
     "claims-ml-100k-ours": ["claims", "--dataset", "ml-100k", "--configuration", "ours"],
+    "claims-Beauty-ours-fig3": ["expert_sweep", "--dataset", "Beauty", *FOCUS],
+    "claims-Beauty-ours": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "ours"],
     "claims-Pantry-authors": ["claims", "--dataset", "Pantry", "--configuration", "authors"],
     "claims-Beauty-authors": ["claims", "--dataset", "Beauty", *FOCUS, "--configuration", "authors"],
     "claims-ml-100k-authors": ["claims", "--dataset", "ml-100k", "--configuration", "authors"],

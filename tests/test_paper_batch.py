@@ -221,3 +221,26 @@ def test_a_stop_time_before_the_finish_by_time_is_refused(batch):
     assert batch.stop_time(None, None) is None
     with pytest.raises(SystemExit, match="--stop-at"):
         batch.stop_time("soon", None)
+
+
+def test_the_grids_that_run_a_claims_grid_early_train_its_own_runs(batch, shared_data, tmp_path):
+    """A queue entry that is not a claims grid itself but runs part of one early (Beauty's Table 2 and Fig. 3)
+    trains runs of that claims grid, with the same run keys: otherwise it would train runs no claim reads."""
+    from mltfrkit.cli import sweep_experiment
+
+    def run_dirs(argv):
+        args = build_parser().parse_args(["sweep", *argv, *batch.COMMON, "--data-dir", str(shared_data),
+                                          "--runs-dir", str(tmp_path / "runs")])
+        exp, options = sweep_experiment(args)
+        return {exp.store.run_dir(spec).name for spec in exp.grid(args.experiment, **options)}
+
+    claims = run_dirs(batch.QUEUE["claims-Beauty-ours"])
+    for name in ("claims-Beauty-ours-table2", "claims-Beauty-ours-fig3"):
+        part = run_dirs(batch.QUEUE[name])
+        assert part and part <= claims, name
+    assert names_before(batch, "claims-ml-100k-ours", "claims-Beauty-ours-fig3", "claims-Beauty-ours")
+
+
+def names_before(batch, *names) -> bool:
+    order = list(batch.QUEUE)
+    return [order.index(n) for n in names] == sorted(order.index(n) for n in names)
