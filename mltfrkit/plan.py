@@ -587,7 +587,10 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
         + [rows[i]["run_dir"] for i in unknown] + [Path(name).name for name in untimed_dirs],
         "seconds": whole + [math.nan] * (len(unknown) + len(untimed_dirs)),
         "measured": [True] * len(timed) + [False] * (len(known) + len(unknown)) + [True] * len(untimed_dirs),
-        "order": [whole_order.index(i) for i in range(len(whole))] + [-1] * (len(unknown) + len(untimed_dirs))})
+        "order": [whole_order.index(i) for i in range(len(whole))] + [-1] * (len(unknown) + len(untimed_dirs)),
+        # an estimate at the last level is an upper bound by design (Estimator.sized): batch totals say how much
+        "bound": [False] * len(timed) + [rows[i]["estimate_from"] == SIZE_SCALED_LEVEL for i in known]
+        + [False] * (len(unknown) + len(untimed_dirs))})
     return GridPlan(runs=runs, grid=len(needs.specs), stored=len(needs.stored),
                     recorded_from_stored=len(needs.from_stored_full),
                     recorded_after=sum(len(v) for v in needs.derived_later.values()), workers=workers,
@@ -616,26 +619,32 @@ class BatchTotals:
     serial_seconds: float
     wall_seconds: float
     workers: int
+    bounded: int = 0  # estimated runs whose estimate is an upper bound (SIZE_SCALED_LEVEL)
+    bounded_seconds: float = 0.0  # their estimated seconds, part of serial_seconds
 
     def text(self, label: str) -> str:
         workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
         missing = [f"{n} {what}" for n, what in ((self.unestimated, "without an estimate"),
                                                  (self.stored_untimed, "stored without a time")) if n]
         left_out = f"; left out: {' and '.join(missing)}, so it takes longer than that" if missing else ""
+        bound = (f" ({self.bounded} of them, {self.bounded_seconds / 3600:.1f} h serial, at an upper bound: "
+                 f"every epoch of the cap, no run of their kind measured on their dataset)" if self.bounded else "")
         return (f"{label} ({self.grids} grids, {self.runs} distinct runs): {self.serial_seconds / 3600:.1f} h serial, "
                 f"{self.wall_seconds / 3600:.1f} h wall with {workers}; {self.measured_seconds / 3600:.1f} h "
                 f"measured on {self.measured} stored run{'s' if self.measured != 1 else ''}, {self.estimated} "
-                f"estimated{left_out}")
+                f"estimated{bound}{left_out}")
 
 
 def batch_totals(plans: Sequence[GridPlan]) -> BatchTotals:
     """The whole-grid times of ``plans`` (in the order they run) as one batch: :class:`BatchTotals`."""
     seen: set[str] = set()
-    runs = measured = estimated = unestimated = untimed = 0
-    measured_s = serial = wall = 0.0
+    runs = measured = estimated = unestimated = untimed = bounded = 0
+    measured_s = serial = wall = bounded_s = 0.0
     for plan in plans:
         table = plan.whole_runs if plan.whole_runs is not None else \
             pd.DataFrame({"run_dir": [], "seconds": [], "measured": [], "order": []})
+        if "bound" not in table:  # a plan made without the column: no estimate known to be a bound
+            table = table.assign(bound=False)
         new = table[~table["run_dir"].isin(seen)].drop_duplicates("run_dir")
         seen.update(new["run_dir"])
         timed = new[new["seconds"].notna()].sort_values("order")
@@ -646,12 +655,15 @@ def batch_totals(plans: Sequence[GridPlan]) -> BatchTotals:
         untimed += int((new["seconds"].isna() & new["measured"].astype(bool)).sum())
         measured_s += float(timed.loc[timed["measured"].astype(bool), "seconds"].sum())
         serial += float(timed["seconds"].sum())
+        bound = timed[timed["bound"].astype(bool) & ~timed["measured"].astype(bool)]
+        bounded += len(bound)
+        bounded_s += float(bound["seconds"].sum())
         if len(timed):
             wall += simulated_wall(list(timed["seconds"]), plan.workers, order=range(len(timed)))
     workers = plans[0].workers if plans else 1
     return BatchTotals(grids=len(plans), runs=runs, measured=measured, estimated=estimated, unestimated=unestimated,
-                       stored_untimed=untimed,
-                       measured_seconds=measured_s, serial_seconds=serial, wall_seconds=wall, workers=workers)
+                       stored_untimed=untimed, measured_seconds=measured_s, serial_seconds=serial, wall_seconds=wall,
+                       workers=workers, bounded=bounded, bounded_seconds=bounded_s)
 
 
 @dataclass

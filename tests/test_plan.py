@@ -421,6 +421,13 @@ def test_a_batch_counts_each_run_once_and_runs_its_grids_one_after_another():
     totals = batch_totals([focus, untimed, replace(untimed, whole_runs=None)])
     assert (totals.runs, totals.stored_untimed, totals.unestimated) == (3, 1, 0)
     assert "left out: 1 stored without a time" in totals.text("batch")
+    assert "upper bound" not in totals.text("batch")
+    # estimates at the last level (every epoch of the cap) are counted and summed as upper bounds
+    frame = pd.DataFrame([("g", 7200.0, False, 0, True), ("h", 3600.0, False, 1, False), ("i", 600.0, True, 2, False)],
+                         columns=["run_dir", "seconds", "measured", "order", "bound"])
+    totals = batch_totals([replace(focus, whole_runs=frame), focus])
+    assert (totals.bounded, totals.bounded_seconds, totals.estimated) == (1, 7200.0, 3)
+    assert "3 estimated (1 of them, 2.0 h serial, at an upper bound: every epoch of the cap" in totals.text("batch")
 
 
 def test_rounds_follow_what_training_does():
@@ -496,6 +503,7 @@ def test_the_whole_grid_adds_the_stored_runs_measured_times_to_the_estimates(thr
     assert rows["measured"].sum() == 2 and rows["seconds"].sum() == pytest.approx(plan.whole_serial_seconds)
     assert batch_totals([plan]).wall_seconds == pytest.approx(plan.whole_wall_seconds)
     assert batch_totals([plan, done]).runs == 3  # the second grid's runs are the first's
+    assert not rows["bound"].any()  # measured, or estimated from runs of the same kind
 
 
 def test_sweep_plan_prints_the_totals_and_trains_nothing(tiny_file, tmp_path, capsys, monkeypatch):
@@ -634,4 +642,10 @@ def test_the_finish_by_estimate_of_a_backbone_alone_in_its_encoding_comes_from_t
     result = store.get(fmlprec_small)
     per_epoch = result["seconds"] / len(result["epochs"])
     assert seconds == pytest.approx(per_epoch * fmlprec_large.train.epochs * 3, rel=0.05)
-    assert store.plan([fmlprec_large]).runs["estimate_from"].tolist() == [SIZE_SCALED_LEVEL]
+    plan = store.plan([fmlprec_large])
+    assert plan.runs["estimate_from"].tolist() == [SIZE_SCALED_LEVEL]
+    # a batch's total counts it as an upper bound; the stored runs it came from are not
+    assert plan.whole_runs["bound"].tolist() == [True]
+    totals = batch_totals([plan])
+    assert totals.bounded == 1 and totals.bounded_seconds == pytest.approx(plan.whole_serial_seconds)
+    assert "(1 of them" in totals.text("batch") and "at an upper bound" in totals.text("batch")
