@@ -700,6 +700,7 @@ class _Measure:
             row[f"{column} capped"], row[f"{column} stalled"] = len(capped & stored), len(stalled & stored)
             row[f"{column} runs"] = runs_text(needed, stored, capped, exp.epochs, stalled)
             row[f"_{column} dirs"] = (needed, stored, capped, exp.epochs, stalled)
+            row[f"_{column} missing"] = (exp, [spec for spec in specs if str(exp.store.run_dir(spec)) not in stored])
             comparisons, reason = [], None
             if len(stored) < len(needed):
                 verdict_text = f"{NOT_MEASURED} ({len(stored)} of {len(needed)} runs stored)"
@@ -881,6 +882,8 @@ def measure_claims(datasets=DATASETS, data_dir: str | None = None, profile: str 
     rows = pd.DataFrame(measure.rows)
     comparisons = pd.DataFrame(measure.comparisons)
     claims = claim_table(rows, configurations)
+    plan_workers = int(workers) if workers else (os.cpu_count() or 1)
+    claims["ours time left"] = claims["claim"].map(time_left(rows, "ours", plan_workers)).fillna("")
     missing = missing_runs(experiments, sources, experts, focus_backbones, data_dir, profile)
     rows = rows.drop(columns=[c for c in rows.columns if c.startswith("_")])
     settings = {"datasets": [experiments[(d, "ours")].dataset for d in datasets], "profile": profile,
@@ -925,6 +928,44 @@ def claim_table(rows: pd.DataFrame, configurations) -> pd.DataFrame:
             entry[f"{column} rows"] = int(sum(1 for v in mine[f"{column} verdict"] if not str(v).startswith(NOT_APPLICABLE)))
         out.append(entry)
     return pd.DataFrame(out)
+
+
+def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
+    """Per claim with runs missing in ``column``'s configuration: how many runs its rows still need (each counted
+    once) and how long training them takes here, e.g. "12 to train: about 16.5 h serial, 8.3 h wall with 2
+    workers". The estimates are :meth:`mltfrkit.store.ResultStore.plan`'s (this store's measured run times; runs
+    a stored full run records, w/o SC, cost nothing; a resumed run counts whole), the wall time the
+    longest-first schedule of :func:`mltfrkit.plan.simulated_wall` on ``workers`` workers. Estimates at the
+    data-size level, an upper bound by design, and runs without an estimate are counted in the text."""
+    from mltfrkit.plan import SIZE_SCALED_LEVEL, simulated_wall
+
+    out = {}
+    for claim_id, mine in rows.groupby("claim", sort=False):
+        groups: dict[int, tuple] = {}
+        for value in mine.get(f"_{column} missing", pd.Series(dtype=object)).dropna():
+            exp, specs = value
+            if specs:
+                groups.setdefault(id(exp), (exp, {}))[1].update({str(exp.store.run_dir(s)): s for s in specs})
+        if not groups:
+            continue
+        estimates: dict[str, tuple[float, str]] = {}
+        for exp, specs in groups.values():
+            runs = exp.store.plan(list(specs.values()), workers).runs
+            estimates.update({run_dir: (seconds, level) for run_dir, seconds, level in
+                              zip(runs["run_dir"], runs["estimate_s"], runs["estimate_from"])})
+        if not estimates:
+            continue
+        known = [seconds for seconds, _ in estimates.values() if seconds == seconds]
+        bounds = sum(1 for seconds, level in estimates.values() if seconds == seconds and level == SIZE_SCALED_LEVEL)
+        unknown = len(estimates) - len(known)
+        text = f"{len(estimates)} to train"
+        if known:
+            text += (f": about {sum(known) / 3600:.1f} h serial, {simulated_wall(known, workers) / 3600:.1f} h wall "
+                     f"with {workers} worker{'s' if workers != 1 else ''}")
+        notes = [f"{bounds} of them at an upper bound"] * bool(bounds) + \
+            [f"{unknown} without an estimate, not counted"] * bool(unknown)
+        out[str(claim_id)] = text + (f" ({'; '.join(notes)})" if notes else "")
+    return out
 
 
 def missing_runs(experiments: dict, sources, experts, focus_backbones, data_dir, profile) -> pd.DataFrame:

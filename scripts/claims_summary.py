@@ -36,6 +36,12 @@ def _measured_rows(rows: pd.DataFrame, claim: str, column: str) -> str:
     return "; ".join(measured)
 
 
+def _runs_cell(claim: pd.Series) -> str:
+    """The runs behind a claim, and for one still missing runs, how long they take here ("ours time left")."""
+    left = claim.get("ours time left")
+    return str(claim["ours runs"]) + (f"; {left}" if isinstance(left, str) and left else "")
+
+
 def section(claims: pd.DataFrame, rows: pd.DataFrame, source: str) -> str:
     """The markdown of the section (one screen: a line of context, one table row per claim)."""
     settings = rows["ours setting"].dropna().iloc[0] if "ours setting" in rows and rows["ours setting"].notna().any() else ""
@@ -52,6 +58,8 @@ def section(claims: pd.DataFrame, rows: pd.DataFrame, source: str) -> str:
         f"the epoch cap without early stopping (a comparison at that epoch budget, not at convergence)"
         + (" and how many stalled (stopped early with a best far below the best other seed's of the same "
            "configuration; kept in the figures, `mltfrkit.store.stalled_runs`)" if "ours stalled" in rows else "")
+        + ("; for a claim still missing runs, how many and how long they take here (estimated from the stored "
+           "runs' times, the wall time with one run per core)" if "ours time left" in claims else "")
         + f"; the sentence each claim comes "
         f"from and the paper's own evidence are in the notebook"
         + ("; the last column is the authors' configuration, test-selected (optimistic), never part of the verdict."
@@ -63,7 +71,7 @@ def section(claims: pd.DataFrame, rows: pd.DataFrame, source: str) -> str:
     ]
     for _, claim in claims.iterrows():
         cells = [claim["claim"], f"{claim['name']}: {claim['where']}", f"**{claim['ours verdict']}**",
-                 claim["ours so far"], claim["ours runs"], _measured_rows(rows, str(claim["claim"]), "ours")]
+                 claim["ours so far"], _runs_cell(claim), _measured_rows(rows, str(claim["claim"]), "ours")]
         if has_authors:
             cells.append(claim["authors so far"])
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

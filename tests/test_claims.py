@@ -376,3 +376,53 @@ def test_readme_section_is_generated_between_markers(tmp_path):
     assert second.count(claims_summary.BEGIN) == 1 and "**supported**" in second and "intro" in second
     assert second.split(claims_summary.END)[1] == first.split(claims_summary.END)[1]  # the rest untouched
     assert claims_summary.main(["--figures", str(figures), "--tag", "missing", "--readme", str(readme)]) == 2
+    assert "to train" not in second and "stalled" not in second  # columns the tables do not carry are not described
+    # a claim still missing runs shows how long they take here; stalled runs are described when the rows count them
+    claims["ours time left"] = ""
+    claims.loc[0, "ours time left"] = "4 to train: about 2.0 h serial, 1.0 h wall with 2 workers"
+    claims.to_csv(figures / "claims-x.csv", index=False)
+    rows.assign(**{"ours stalled": 0}).to_csv(figures / "claims_rows-x.csv", index=False)
+    assert claims_summary.main(["--figures", str(figures), "--tag", "x", "--readme", str(readme)]) == 0
+    third = readme.read_text()
+    assert "| 0 of 4; 4 to train: about 2.0 h serial, 1.0 h wall with 2 workers |" in third
+    assert "| 4 of 4 |" in third  # no time left: the runs alone
+    assert "how many stalled" in third and "how long they take here" in third
+
+
+def test_time_left_counts_each_missing_run_once_and_names_bounds_and_gaps():
+    """time_left: a claim's rows share runs (Fig. 1 feeds claims 1 and 2; one run may sit in two rows): each is
+    estimated once, summed serially and scheduled longest-first on the workers; upper bounds and runs without an
+    estimate are named; a claim with nothing missing gets no entry."""
+    from types import SimpleNamespace
+
+    from mltfrkit.plan import SIZE_SCALED_LEVEL
+
+    asked = []
+
+    class Store:
+        def run_dir(self, spec):
+            return f"/runs/{spec}"
+
+        def plan(self, specs, workers):
+            asked.append((sorted(specs), workers))
+            table = {"a": (3600.0, "same kind"), "b": (7200.0, SIZE_SCALED_LEVEL), "c": (float("nan"), "none"),
+                     "d": (1800.0, "same kind")}
+            return SimpleNamespace(runs=pd.DataFrame([{"run_dir": s, "estimate_s": table[s][0],
+                                                       "estimate_from": table[s][1]} for s in specs]))
+
+    exp = SimpleNamespace(store=Store())
+    rows = pd.DataFrame([
+        {"claim": "1", "_ours missing": (exp, ["a", "b"])},
+        {"claim": "1", "_ours missing": (exp, ["b", "c"])},  # b again: once
+        {"claim": "2", "_ours missing": (exp, ["d"])},
+        {"claim": "4", "_ours missing": (exp, [])},
+        {"claim": "7", "_ours missing": None},
+    ])
+    left = C.time_left(rows, "ours", workers=2)
+    assert set(left) == {"1", "2"}
+    assert asked[0] == (["a", "b", "c"], 2)
+    # a (1 h) and b (2 h) on two workers: 3 h serial, 2 h wall; c has no estimate
+    assert left["1"] == ("3 to train: about 3.0 h serial, 2.0 h wall with 2 workers "
+                         "(1 of them at an upper bound; 1 without an estimate, not counted)")
+    assert left["2"] == "1 to train: about 0.5 h serial, 0.5 h wall with 2 workers"
+    assert C.time_left(rows, "ours", workers=1)["1"].startswith("3 to train: about 3.0 h serial, 3.0 h wall with 1 worker ")
