@@ -882,8 +882,16 @@ def measure_claims(datasets=DATASETS, data_dir: str | None = None, profile: str 
     rows = pd.DataFrame(measure.rows)
     comparisons = pd.DataFrame(measure.comparisons)
     claims = claim_table(rows, configurations)
-    plan_workers = int(workers) if workers else (os.cpu_count() or 1)
-    claims["ours time left"] = claims["claim"].map(time_left(rows, "ours", plan_workers)).fillna("")
+    # how long the missing runs take, on as many workers as would train them (one one-thread run per core unless
+    # told): advice, so a failure here is reported and leaves the column empty
+    plan_workers = int(workers) if workers else max(1, (os.cpu_count() or 1) // int(threads or 1))
+    try:
+        left = time_left(rows, "ours", plan_workers)
+    except Exception as error:  # noqa: BLE001
+        left = {}
+        if log:
+            log(f"claims: the time left could not be estimated: {error!r}")
+    claims["ours time left"] = claims["claim"].map(left).fillna("")
     missing = missing_runs(experiments, sources, experts, focus_backbones, data_dir, profile)
     rows = rows.drop(columns=[c for c in rows.columns if c.startswith("_")])
     settings = {"datasets": [experiments[(d, "ours")].dataset for d in datasets], "profile": profile,
@@ -932,11 +940,13 @@ def claim_table(rows: pd.DataFrame, configurations) -> pd.DataFrame:
 
 def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
     """Per claim with runs missing in ``column``'s configuration: how many runs its rows still need (each counted
-    once) and how long training them takes here, e.g. "12 to train: about 16.5 h serial, 8.3 h wall with 2
-    workers". The estimates are :meth:`mltfrkit.store.ResultStore.plan`'s (this store's measured run times; runs
-    a stored full run records, w/o SC, cost nothing; a resumed run counts whole), the wall time the
-    longest-first schedule of :func:`mltfrkit.plan.simulated_wall` on ``workers`` workers. Estimates at the
-    data-size level, an upper bound by design, and runs without an estimate are counted in the text."""
+    once) and how long training them takes, e.g. "12 to train: about 16.5 h serial, 8.3 h wall with 2
+    workers". The estimates are :meth:`mltfrkit.store.ResultStore.plan`'s (the store's measured run times, under
+    the concurrency they ran with, imported runs' on the machine that trained them; runs a stored full run
+    records, w/o SC, cost nothing; a resumed run counts whole), the wall time the longest-first schedule of
+    :func:`mltfrkit.plan.simulated_wall` on ``workers`` workers. The text names the runs estimated at the
+    data-size level (every epoch of the cap: meant as an upper bound), those a stored run of another stopping
+    rule may answer (trained only if it does not), and those without an estimate."""
     from mltfrkit.plan import SIZE_SCALED_LEVEL, simulated_wall
 
     out = {}
@@ -948,21 +958,24 @@ def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
                 groups.setdefault(id(exp), (exp, {}))[1].update({str(exp.store.run_dir(s)): s for s in specs})
         if not groups:
             continue
-        estimates: dict[str, tuple[float, str]] = {}
+        estimates: dict[str, tuple[float, str, bool]] = {}
         for exp, specs in groups.values():
             runs = exp.store.plan(list(specs.values()), workers).runs
-            estimates.update({run_dir: (seconds, level) for run_dir, seconds, level in
-                              zip(runs["run_dir"], runs["estimate_s"], runs["estimate_from"])})
+            answered = runs["may_be_answered"] if "may_be_answered" in runs else [False] * len(runs)
+            estimates.update({run_dir: (seconds, level, bool(maybe)) for run_dir, seconds, level, maybe in
+                              zip(runs["run_dir"], runs["estimate_s"], runs["estimate_from"], answered)})
         if not estimates:
             continue
-        known = [seconds for seconds, _ in estimates.values() if seconds == seconds]
-        bounds = sum(1 for seconds, level in estimates.values() if seconds == seconds and level == SIZE_SCALED_LEVEL)
+        known = [seconds for seconds, _, _ in estimates.values() if seconds == seconds]
+        bounds = sum(1 for seconds, level, _ in estimates.values() if seconds == seconds and level == SIZE_SCALED_LEVEL)
+        maybe = sum(1 for _, _, answered in estimates.values() if answered)
         unknown = len(estimates) - len(known)
         text = f"{len(estimates)} to train"
         if known:
             text += (f": about {sum(known) / 3600:.1f} h serial, {simulated_wall(known, workers) / 3600:.1f} h wall "
                      f"with {workers} worker{'s' if workers != 1 else ''}")
-        notes = [f"{bounds} of them at an upper bound"] * bool(bounds) + \
+        notes = [f"{bounds} of them at the epoch cap, meant as an upper bound"] * bool(bounds) + \
+            [f"{maybe} may be answered by a stored run"] * bool(maybe) + \
             [f"{unknown} without an estimate, not counted"] * bool(unknown)
         out[str(claim_id)] = text + (f" ({'; '.join(notes)})" if notes else "")
     return out

@@ -59,7 +59,7 @@ def section(claims: pd.DataFrame, rows: pd.DataFrame, source: str) -> str:
         + (" and how many stalled (stopped early with a best far below the best other seed's of the same "
            "configuration; kept in the figures, `mltfrkit.store.stalled_runs`)" if "ours stalled" in rows else "")
         + ("; for a claim still missing runs, how many and how long they take here (estimated from the stored "
-           "runs' times, the wall time with one run per core)" if "ours time left" in claims else "")
+           "runs' times, the wall time on the workers named)" if "ours time left" in claims else "")
         + f"; the sentence each claim comes "
         f"from and the paper's own evidence are in the notebook"
         + ("; the last column is the authors' configuration, test-selected (optimistic), never part of the verdict."

@@ -12,8 +12,8 @@ invocation (1) imports the committed result archive (``results/``, README "The r
 half-trained, stopping at the first grid the time budget ends in, and (3) exports every finished run back to the
 archive, also when interrupted. Every number of the batch is reproduced by the same sweeps on an empty store.
 A run can outlast a session (ml-100k's FMLP-Rec and BSARec with MLTFR: hours): ``--stop-at`` stops the batch at
-a set time as SIGTERM does, each running run keeping its last epoch's checkpoint, which the next invocation on the
-same machine resumes from; with ``--finish-by`` before it, no run starts in the last stretch.
+a set time as SIGTERM does (exit code 4), each running run keeping its last epoch's checkpoint, which the next
+invocation on the same machine resumes from; with ``--finish-by`` before it, no run starts in the last stretch.
 
 The queue's order: the reproduction-gap ladder on Pantry first (issue 15), SASRec's then BERT4Rec's, then its
 token-source rung (``llm_heavy``), then the claims grids, cheapest evidence first: SASRec's and BERT4Rec's runs of
@@ -73,9 +73,11 @@ QUEUE: dict[str, list[str]] = {
     "claims-ml-100k-authors": ["claims", "--dataset", "ml-100k", "--configuration", "authors"],
 }
 DEFERRED = 3  # mltfrkit sweep's exit code when the finish-by time stopped it
+STOPPED_AT = 4  # the batch's exit code when --stop-at stopped it: unfinished runs resume on this machine only
 
 
 STOP_GRACE = 120  # seconds a sweep gets to stop its workers when the batch is stopped
+POLL = 30  # seconds between two looks at the clock for --stop-at while a sweep runs
 
 
 class Stopped(KeyboardInterrupt):
@@ -86,30 +88,56 @@ class Deadline(Stopped):
     """The ``--stop-at`` time came: the batch stops as on SIGTERM, by plan."""
 
 
+# While a child is being started, a SIGTERM is held until the child is known (raised inside Popen, it would leave
+# the child running untracked) and raised right after.
+_starting = {"now": False, "pending": None}
+
+
 def _stop(signum, frame):
+    if _starting["now"]:
+        _starting["pending"] = Stopped()
+        return
     raise Stopped()
 
 
-def _deadline(signum, frame):
-    raise Deadline()
-
-
-def mltfrkit(*args: str) -> int:
+def mltfrkit(*args: str, stop_at: float | None = None) -> int:
     """``mltfrkit ARGS`` in a child process. Stopped (Ctrl-C, SIGTERM), the batch passes SIGTERM on and waits
     for the child to stop its workers (mltfrkit handles SIGTERM as Ctrl-C): every run is left resumable and
-    every finished one stored before the export."""
+    every finished one stored before the export. A second stop during that wait does not cut it short.
+    ``stop_at`` (a ``time.time()``, ``--stop-at``): the child is stopped the same way once that time has come,
+    and :class:`Deadline` raised; the clock is read every :data:`POLL` seconds (wall-clock time, so a machine
+    woken from sleep past the time stops at once)."""
     command = [sys.executable, "-m", "mltfrkit", *args]
     print("$ mltfrkit " + " ".join(args), flush=True)
-    child = subprocess.Popen(command, cwd=REPO)
+    _starting["now"] = True
     try:
-        return child.wait()
+        child = subprocess.Popen(command, cwd=REPO)
+    finally:
+        _starting["now"] = False
+    pending, _starting["pending"] = _starting["pending"], None
+    try:
+        if pending is not None:
+            raise pending
+        while True:
+            timeout = None if stop_at is None else max(0.0, min(POLL, stop_at - time.time()))
+            try:
+                return child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                if time.time() >= stop_at:
+                    raise Deadline() from None
     except KeyboardInterrupt:
         child.terminate()
-        try:
-            child.wait(timeout=STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        end, remaining = time.time() + STOP_GRACE, STOP_GRACE
+        while True:
+            try:
+                child.wait(timeout=remaining)
+                break
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+                break
+            except KeyboardInterrupt:  # stopped again while stopping: keep waiting for the child
+                remaining = max(0.0, end - time.time())
         raise
 
 
@@ -154,37 +182,36 @@ def print_plans(grids: list[str], sweep_options: list[str]) -> None:
         print(f"not planned (the error above): {', '.join(failed)}; the total leaves them out", file=sys.stderr)
 
 
+def _dt_iso(moment: float) -> str:
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(moment).isoformat(timespec="seconds")
+
+
 def budget(text: str | None) -> tuple[float | None, list[str]]:
     """``--finish-by`` read once, as the time it means now (so ``+2h`` and ``08:50`` mean one moment for the
     whole queue, not a fresh budget per grid), and the sweep option that passes that moment on."""
     if text is None:
         return None, []
-    import datetime as _dt
-
     from mltfrkit.cli import finish_by_time
 
     try:
         moment = finish_by_time(text)
     except argparse.ArgumentTypeError as error:
         raise SystemExit(f"paper_batch.py: --finish-by: {error}") from None
-    return moment, ["--finish-by", _dt.datetime.fromtimestamp(moment).isoformat(timespec="seconds")]
+    return moment, ["--finish-by", _dt_iso(moment)]
 
 
-def stop_time(text: str | None, finish_by: float | None) -> float | None:
-    """``--stop-at`` read once, as a ``time.time()``; it may not come before ``--finish-by`` (a batch told to
-    start runs until 07:00 cannot be stopped at 06:30)."""
+def stop_time(text: str | None) -> float | None:
+    """``--stop-at`` read once, as a ``time.time()`` (None: not given)."""
     if text is None:
         return None
     from mltfrkit.cli import finish_by_time
 
     try:
-        moment = finish_by_time(text)
+        return finish_by_time(text)
     except argparse.ArgumentTypeError as error:
         raise SystemExit(f"paper_batch.py: --stop-at: {error}") from None
-    if finish_by is not None and moment < finish_by:
-        raise SystemExit("paper_batch.py: --stop-at comes before --finish-by: give a --finish-by no later than "
-                         "--stop-at (or leave it out: --stop-at alone also stops runs mid-way)")
-    return moment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     store = ["--runs-dir", args.runs_dir] if args.runs_dir else []
     grids = [name for name in QUEUE if args.only is None or name in args.only]
     finish_by, finish_flag = budget(args.finish_by)
-    stop_at = stop_time(args.stop_at, finish_by)
+    stop_at = stop_time(args.stop_at)
+    if stop_at is not None and finish_by is not None and stop_at < finish_by:
+        # no run can start after the batch has stopped: the earlier time is both (HH:MM means its next occurrence,
+        # so "--finish-by 08:20 --stop-at 08:50" started at 08:25 would otherwise start runs until tomorrow)
+        finish_by, finish_flag = budget(_dt_iso(stop_at))
     sweep_options = ["--data-dir", args.data_dir, *COMMON, *store, "--executor", "processes",
                      "--workers", args.workers, "--threads", args.threads]
     if args.plan:
@@ -218,17 +249,19 @@ def main(argv: list[str] | None = None) -> int:
         if mltfrkit("store", "import", args.archive, *store) != 0:
             return 2
     previous = signal.signal(signal.SIGTERM, _stop)
-    previous_alarm = signal.signal(signal.SIGALRM, _deadline) if stop_at is not None else None
     outcome, failed, stopped = 0, [], None
     try:
-        if stop_at is not None:  # a timer in this process: the sweep child is stopped as on SIGTERM (mltfrkit())
-            signal.setitimer(signal.ITIMER_REAL, max(stop_at - time.time(), 0.001))
         for name in grids:
+            if stop_at is not None and time.time() >= stop_at:
+                print(f"{name}: not started, the --stop-at time has passed; the next invocation continues here")
+                stopped = STOPPED_AT
+                break
             if finish_by is not None and time.time() >= finish_by:
                 print(f"{name}: not started, the finish-by time has passed; the next invocation continues here")
                 outcome = DEFERRED
                 break
-            code = mltfrkit("sweep", *QUEUE[name], *sweep_options, *finish_flag)
+            code = mltfrkit("sweep", *QUEUE[name], *sweep_options, *finish_flag,
+                            **({"stop_at": stop_at} if stop_at is not None else {}))
             if code == DEFERRED:
                 print(f"{name}: the time budget ended in this grid; the next invocation continues here", flush=True)
                 outcome = DEFERRED
@@ -238,29 +271,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("every grid of the queue is stored", flush=True)
     except Deadline:  # the --stop-at time: the sweep has stopped its workers, by plan
-        stopped = DEFERRED
+        stopped = STOPPED_AT
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (Stopped): the sweep has stopped its workers
         stopped = 143 if isinstance(stop, Stopped) else 130
     finally:
-        if stop_at is not None:
-            signal.setitimer(signal.ITIMER_REAL, 0)  # no stop in the middle of the export
-            signal.signal(signal.SIGALRM, previous_alarm)
         signal.signal(signal.SIGTERM, previous)
         exported = 0 if not root.is_dir() else mltfrkit("store", "export", args.archive, *store)
     if exported != 0:
         print(f"paper_batch.py: the export to {args.archive} failed (above): the finished runs are in {root} only; "
               f"run `mltfrkit store export {args.archive}` before this machine goes", file=sys.stderr)
         return 2
+    if failed:
+        print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)
     if stopped:
         saved = f"every finished run is exported to {args.archive}" if root.is_dir() else "no run had finished"
-        how = {143: "terminated", 130: "interrupted", DEFERRED: "stopped at the --stop-at time"}[stopped]
+        how = {143: "terminated", 130: "interrupted", STOPPED_AT: "stopped at the --stop-at time"}[stopped]
         print(f"paper_batch.py: {how}; {saved}; the same command continues (an unfinished run resumes on this "
               f"machine only)", file=sys.stderr)
         return stopped
-    if failed:
-        print(f"grids with failed runs (see their sweep's message above): {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return outcome
+    return 1 if failed else outcome
 
 
 if __name__ == "__main__":

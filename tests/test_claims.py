@@ -423,6 +423,6 @@ def test_time_left_counts_each_missing_run_once_and_names_bounds_and_gaps():
     assert asked[0] == (["a", "b", "c"], 2)
     # a (1 h) and b (2 h) on two workers: 3 h serial, 2 h wall; c has no estimate
     assert left["1"] == ("3 to train: about 3.0 h serial, 2.0 h wall with 2 workers "
-                         "(1 of them at an upper bound; 1 without an estimate, not counted)")
+                         "(1 of them at the epoch cap, meant as an upper bound; 1 without an estimate, not counted)")
     assert left["2"] == "1 to train: about 0.5 h serial, 0.5 h wall with 2 workers"
     assert C.time_left(rows, "ours", workers=1)["1"].startswith("3 to train: about 3.0 h serial, 3.0 h wall with 1 worker ")

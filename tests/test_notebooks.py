@@ -302,6 +302,9 @@ def test_claims_notebook(shared, tmp_path):
     assert rows[("7", "sasrec")]["ours verdict"] == C.SUPPORTED  # needs no run
     table = partial.claims.set_index("claim")
     assert table.loc["3a", "ours verdict"] == "not measured (2 of 4 runs stored)"
+    # the runs its verdict waits for, estimated from the stored seed of the same kind; none for a measured claim
+    assert re.fullmatch(r"2 to train: about [\d.]+ h serial, [\d.]+ h wall with \d+ workers?", table.loc["3a", "ours time left"])
+    assert table.loc["7", "ours time left"] == ""
     assert int(partial.missing["missing"].iloc[0]) == int(partial.missing["runs"].iloc[0]) // 2
     command = partial.missing["command"].iloc[0]
     assert command.startswith("mltfrkit sweep claims ") and "--seeds 0 1" in command and "--executor processes" in command

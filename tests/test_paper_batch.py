@@ -191,36 +191,84 @@ def test_the_plan_prints_every_grid_and_one_total_for_the_claims_batch(batch, mo
 
 
 def test_the_stop_at_time_stops_a_running_sweep_and_exports(batch, tmp_path, monkeypatch, capsys):
-    """--stop-at: a timer stops the batch mid-sweep as SIGTERM does (the sweep is interrupted, the archive still
-    written), and the batch exits with the budget's code, saying so."""
-    import time
-
+    """--stop-at: the sweep is asked to stop at that time (Deadline), the archive is still written, failed grids
+    are still named, and the batch exits with its own code; a time already past starts no grid."""
     calls = []
 
-    def fake(*args):
-        calls.append(args)
-        if args[0] == "sweep":
-            time.sleep(30)  # a long run: only the timer ends it
-            pytest.fail("the --stop-at timer did not stop the sweep")
-        return 0
+    def fake(*args, stop_at=None):
+        calls.append((args, stop_at))
+        if args[0] == "sweep" and args[1] == "table2":
+            raise batch.Deadline()
+        return 1 if args[0] == "sweep" else 0  # the grids before it fail
 
     monkeypatch.setattr(batch, "mltfrkit", fake)
-    monkeypatch.setattr(batch, "stop_time", lambda text, finish_by: time.time() + 0.3)
     (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
-    began = time.time()
-    code = batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"), "--stop-at", "+1s"])
-    assert code == batch.DEFERRED and time.time() - began < 20
-    assert [c[0] for c in calls] == ["sweep", "store"] and calls[-1][:2] == ("store", "export")
-    assert "stopped at the --stop-at time; every finished run is exported" in capsys.readouterr().err
+    options = ["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs")]
+    assert batch.main([*options, "--stop-at", "+1h"]) == batch.STOPPED_AT
+    sweeps = [c for c in calls if c[0][0] == "sweep"]
+    assert sweeps[-1][0][1] == "table2" and all(stop is not None for _, stop in sweeps)
+    assert calls[-1][0][:2] == ("store", "export") and calls[-1][1] is None  # the export is never cut short
+    err = capsys.readouterr().err
+    assert "stopped at the --stop-at time; every finished run is exported" in err and "grids with failed runs" in err
+    calls.clear()
+    assert batch.main([*options, "--stop-at", "2000-01-01T00:00"]) == batch.STOPPED_AT
+    assert [c[0][:2] for c in calls] == [("store", "export")]  # nothing started
+    assert "not started, the --stop-at time has passed" in capsys.readouterr().out
 
 
-def test_a_stop_time_before_the_finish_by_time_is_refused(batch):
-    with pytest.raises(SystemExit, match="--stop-at comes before --finish-by"):
-        batch.stop_time("2026-01-01T06:00", batch.budget("2026-01-01T07:00")[0])
-    assert batch.stop_time("2026-01-01T07:00", batch.budget("2026-01-01T06:00")[0]) > 0
-    assert batch.stop_time(None, None) is None
+def test_a_finish_by_time_after_the_stop_time_becomes_the_stop_time(batch, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(batch, "mltfrkit", lambda *args, stop_at=None: seen.append(args) or 0)
+    (tmp_path / "runs" / "mltfrkit-0.1.0").mkdir(parents=True)
+    batch.main(["--archive", str(tmp_path / "results"), "--runs-dir", str(tmp_path / "runs"),
+                "--finish-by", "+3h", "--stop-at", "+1h"])
+    finish = {args[args.index("--finish-by") + 1] for args in seen if args[0] == "sweep"}
+    assert len(finish) == 1
+    import datetime as dt
+    import time
+
+    moment = dt.datetime.fromisoformat(finish.pop()).timestamp()
+    assert time.time() + 3000 < moment < time.time() + 3700  # an hour from now, not three
     with pytest.raises(SystemExit, match="--stop-at"):
-        batch.stop_time("soon", None)
+        batch.stop_time("soon")
+
+
+def _sleeper():
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time\n"
+                              "signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))\nprint('ready', flush=True)\n"
+                              "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"  # its handler is in place, as mltfrkit's is
+    return child
+
+
+def test_a_sweep_running_at_the_stop_time_is_stopped_and_waited_for(batch, monkeypatch):
+    """mltfrkit(stop_at=...): a real child still running at that time gets SIGTERM and is waited for; Deadline."""
+    import time
+
+    child = _sleeper()
+    monkeypatch.setattr(batch.subprocess, "Popen", lambda *a, **k: child)
+    began = time.time()
+    with pytest.raises(batch.Deadline):
+        batch.mltfrkit("sweep", "table2", stop_at=time.time() + 0.5)
+    assert child.returncode == 143 and time.time() - began < 30
+
+
+def test_a_stop_while_the_sweep_starts_is_held_until_the_child_is_known(batch, monkeypatch):
+    """SIGTERM arriving inside Popen (the handler runs while the child starts): the stop is not lost and the child
+    not left running untracked; it is stopped as soon as it is known."""
+    child = _sleeper()
+
+    def starting(*args, **kwargs):
+        batch._stop(15, None)  # the signal lands here
+        return child
+
+    monkeypatch.setattr(batch.subprocess, "Popen", starting)
+    with pytest.raises(batch.Stopped):
+        batch.mltfrkit("sweep", "table2")
+    assert child.returncode == 143 and batch._starting == {"now": False, "pending": None}
 
 
 def test_the_grids_that_run_a_claims_grid_early_train_its_own_runs(batch, shared_data, tmp_path):

@@ -649,3 +649,7 @@ def test_the_finish_by_estimate_of_a_backbone_alone_in_its_encoding_comes_from_t
     totals = batch_totals([plan])
     assert totals.bounded == 1 and totals.bounded_seconds == pytest.approx(plan.whole_serial_seconds)
     assert "(1 of them" in totals.text("batch") and "at an upper bound" in totals.text("batch")
+    # beside stored runs (listed first in whole_runs), the flag stays with its own run
+    both = store.plan([fmlprec_small, spec(large), fmlprec_large]).whole_runs.set_index("run_dir")["bound"]
+    assert both.to_dict() == {store.run_dir(fmlprec_small).name: False, store.run_dir(spec(large)).name: False,
+                              store.run_dir(fmlprec_large).name: True}
