@@ -426,3 +426,107 @@ def test_the_consensus_expert_reads_its_members_tokens_made_once():
     from mltfrkit.mltfr.integration import PickedTokens
 
     assert torch.equal(PickedTokens.mean([selections[m].picks for m in group]).dense(), mean)
+
+
+def right_aligned_windows(n_windows, length, seed=0):
+    """(n, L) embeddings and masks like a prefix-encoded batch's: each window's real positions at its end; then
+    a window with none and one with a hole (what the plug-in must also get right, though windows never are)."""
+    g = torch.Generator().manual_seed(seed)
+    real = torch.randint(1, length + 1, (n_windows,), generator=g)
+    mask = torch.arange(length).unsqueeze(0) >= (length - real).unsqueeze(1)
+    mask[0] = False
+    mask[1] = torch.arange(length) % 3 == 1
+    return torch.randn(n_windows, length, D, generator=g), mask
+
+
+@pytest.mark.parametrize("length", [MAX_LEN, 50, 53])  # buckets of one position, and of five (some padding in them)
+@pytest.mark.parametrize("options", [
+    {},  # ours: per-user keys, attention dropout
+    {"expert_dropout": 0.1, "keys": "batch", "eval_batch": 8, "token_scale": "sum"},  # the authors': grouped keys
+    {"expert_dropout": 0.1},
+])
+@pytest.mark.parametrize("consensus", [False, True])
+def test_the_plugin_at_real_positions_only_is_the_full_computation(options, consensus, length):
+    """A prefix-encoded backbone's windows (half of their positions leading padding) go through the plug-in at
+    their real positions only: the same output and gradients as the whole windows, up to float rounding, with
+    the same random numbers drawn (the generator ends in the same state), in training with every dropout on."""
+    results = []
+    for skip in (False, True):
+        _, plugin = model_with_plugin(**options)
+        if consensus:
+            fishers = [{n: torch.ones_like(p) for n, p in e.integration.named_parameters()} for e in plugin.experts]
+            plugin.set_consensus(build_consensus(plugin, fishers))
+        plugin.train()
+        E, mask = right_aligned_windows(40, length)
+        E.requires_grad_(True)
+        plugin.skip_leading_padding = skip
+        torch.manual_seed(123)
+        out = plugin(E, mask)
+        state = torch.rand(8)  # the next draw: the stream went on from the same place
+        leaves = [E] + [p for p in plugin.parameters() if p.requires_grad]
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, D)).square().sum(), leaves, allow_unused=True)
+        results.append((out, state, grads))
+    (full, full_state, full_grads), (real, real_state, real_grads) = results
+    assert torch.equal(full_state, real_state)
+    assert (full[~mask] == 0).all() and (real[~mask] == 0).all()
+    assert full.abs().sum() > 0
+    assert torch.allclose(real, full, atol=1e-5, rtol=1e-5)
+    for got, expected in zip(real_grads, full_grads):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backbone", ["fmlprec", "bsarec"])
+def test_a_prefix_encoded_training_step_skips_the_plugins_leading_padding_and_nothing_else(backbone, monkeypatch):
+    """Through the backbone: the training loss and every gradient are those of the whole windows (the shortcut
+    replaced by the whole computation), the flag is on only while the windows are encoded, and evaluation
+    (no windows) never takes the shortcut."""
+    from mltfrkit.mltfr.plugin import MLTFRPlugin
+
+    calls = []
+    shortcut = MLTFRPlugin._forward_at_real_positions
+
+    def counted(self, E, *args):
+        calls.append(E.shape[0])
+        return shortcut(self, E, *args)
+
+    seqs = torch.tensor([[0] * 7 + list(range(1, 7)), list(range(3, 16)), [0] * 10 + [4, 9, 2]])
+    results = []
+    for skip in (False, True):
+        monkeypatch.setattr(MLTFRPlugin, "_forward_at_real_positions", counted if skip else MLTFRPlugin._forward_whole)
+        model, plugin = model_with_plugin(backbone)
+        model.train()
+        torch.manual_seed(7)
+        loss = model.loss(seqs, torch.Generator().manual_seed(0))
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+        results.append((loss, grads))
+        assert plugin.skip_leading_padding is False
+    assert calls == [int((seqs[:, :-1] > 0).sum())]  # one call, on every window
+    (full_loss, full_grads), (loss, grads) = results
+    assert torch.allclose(loss, full_loss, atol=1e-6)
+    for got, expected in zip(grads, full_grads):
+        assert (got is None) == (expected is None)
+        if got is not None:
+            assert torch.allclose(got, expected, atol=1e-5, rtol=1e-4)
+    calls.clear()
+    model.eval()
+    with torch.no_grad():  # the windows without training: the whole computation, exactly
+        encoded = model.encode(seqs[:, 1:])
+        monkeypatch.setattr(MLTFRPlugin, "_forward_at_real_positions", MLTFRPlugin._forward_whole)
+        assert torch.equal(encoded, model.encode(seqs[:, 1:]))
+    assert not calls
+
+
+def test_the_real_positions_flag_is_cleared_when_encoding_fails(monkeypatch):
+    from mltfrkit.mltfr.plugin import MLTFRPlugin
+
+    def fail(*args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(MLTFRPlugin, "_forward_at_real_positions", fail)
+    model, plugin = model_with_plugin("fmlprec")
+    model.train()
+    with pytest.raises(RuntimeError, match="out of memory"):
+        model.loss(torch.arange(1, MAX_LEN + 2).unsqueeze(0))
+    assert plugin.skip_leading_padding is False

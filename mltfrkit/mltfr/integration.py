@@ -11,6 +11,8 @@ evaluation then scores users in fixed batches (``MLTFRConfig.eval_batch``) in da
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -99,6 +101,31 @@ class CrossAttentionIntegration(nn.Module):
         q = heads(self.query(E))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(B, L, d))
+
+    def attention_keep(self, rows: int, queries: int, keys: int, like: torch.Tensor) -> torch.Tensor | None:
+        """The attention-dropout multiplier ``forward`` applies to (rows, heads, queries, keys) attention weights,
+        drawn as ``F.scaled_dot_product_attention`` draws it on the CPU's math path (a Bernoulli(1 - p) tensor
+        of that shape, divided by 1 - p): the same random numbers, so :meth:`attend` on any slice of the rows and
+        queries computes what ``forward`` computes there. None when no dropout applies (evaluation, p = 0)."""
+        if not self.training or self.attn_dropout <= 0:
+            return None
+        shape = (rows, self.n_heads, queries, keys)
+        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - self.attn_dropout).div_(
+            1 - self.attn_dropout)
+
+    def attend(self, E: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` for per-row keys, spelled out: E (n, T, d_emb) against its rows' projected keys and values
+        (n, K, d_emb), ``keep`` the dropout multiplier (n, heads, T, K) or None. The attention of the math path of
+        ``F.scaled_dot_product_attention`` (both sides scaled by the root of 1 / sqrt(d_head)), so its value
+        equals ``forward``'s up to float rounding."""
+        n, T, d = E.shape
+        heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        root = math.sqrt(1.0 / math.sqrt(d // self.n_heads))
+        q, k, v = heads(self.query(E)), heads(k), heads(v)
+        weights = torch.softmax((q * root) @ (k * root).transpose(-2, -1), dim=-1)
+        if keep is not None:
+            weights = weights * keep
+        return self.out((weights @ v).transpose(1, 2).reshape(n, T, d))
 
     def keys_values(self, tokens: torch.Tensor | PickedTokens, flat: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the tokens, (B, K, d_emb) each; ``flat``: every row's tokens in one row, (1, B x K,

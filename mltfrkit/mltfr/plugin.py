@@ -162,6 +162,9 @@ class MLTFRPlugin(nn.Module):
         self.consensus: ConsensusExpert | None = None
         self.record = False  # keep the last selections and gate weights (token inspector)
         self.last: dict = {}
+        # Set by a prefix-encoded backbone around its training windows (PrefixEncodedMixin): compute at the
+        # windows' real positions only (:meth:`_forward_at_real_positions`), half of them padding on average.
+        self.skip_leading_padding = False
 
     def set_consensus(self, consensus: ConsensusExpert | None) -> None:
         self.consensus = consensus
@@ -171,6 +174,15 @@ class MLTFRPlugin(nn.Module):
         # prefix-encoded backbone turned the batch into more windows than that (CrossAttentionIntegration.grouped)
         batch_keys = self.config.eval_batch if self.config.keys == "batch" else False
         selections = [expert.filter(E, mask) for expert in self.experts]
+        if (self.skip_leading_padding and self.training and torch.is_grad_enabled() and not self.record
+                and E.device.type == "cpu" and not torch.compiler.is_compiling() and mask.any()
+                and (batch_keys is False or E.shape[0] > batch_keys)):
+            return self._forward_at_real_positions(E, mask, selections, batch_keys)
+        return self._forward_whole(E, mask, selections, batch_keys)
+
+    def _forward_whole(self, E: torch.Tensor, mask: torch.Tensor, selections: list[Selection],
+                       batch_keys: bool | int) -> torch.Tensor:
+        """Eqs. (8)-(15) at every position of every row (padding positions zeroed at the end)."""
         outputs = torch.stack([expert.output_dropout(expert.integration(E, sel.picks, batch_keys, mask))
                                for expert, sel in zip(self.experts, selections)], dim=2)  # (B, L, m, d)
         gates = torch.softmax(self.gate(E), dim=-1)  # eq. (11): per-position routing
@@ -180,6 +192,75 @@ class MLTFRPlugin(nn.Module):
         if self.record:
             self.last = {"selections": selections, "gates": gates.detach()}
         return output * mask.unsqueeze(-1).to(output.dtype)
+
+    def _forward_at_real_positions(self, E: torch.Tensor, mask: torch.Tensor, selections: list[Selection],
+                                   batch_keys: bool | int) -> torch.Tensor:
+        """:meth:`forward` computed only from each row's first real position on: the same value up to float
+        rounding, the same gradients, the same random numbers drawn in the same order.
+
+        A prefix-encoded backbone (FMLP-Rec, BSARec) trains on one right-aligned window per position: on
+        ml-100k about 5,100 windows of 50 positions per batch of 128 users, half of them leading padding, whose
+        plug-in output the mask zeroes. Everything after the filter is position-wise given the row's picks (the
+        queries, the per-position gate of eq. 11, the mix of eq. 12, the consensus term of eq. 15), so rows are
+        bucketed by where their real positions start (rounded down to a multiple of L // 10) and each bucket is
+        computed from there; the mask then zeroes the few padding positions a bucket still covers. The dropout
+        multipliers are drawn whole, exactly as the full computation draws them (attention weights, then the
+        expert's output, expert by expert, then the consensus), and sliced: a run trains on the same random
+        stream as before. On CPU only: there ``F.dropout`` and the math path of ``F.scaled_dot_product_attention``
+        draw their masks with ``bernoulli_``, as :meth:`CrossAttentionIntegration.attention_keep` does; CUDA's
+        fused dropout and attention kernels draw theirs differently, so a GPU (and a compiled graph) computes
+        whole windows. Grouped batch keys (``keys="batch"``: :meth:`CrossAttentionIntegration.grouped`) already
+        query real positions only and are computed whole."""
+        W, L, d = E.shape
+        grouped = batch_keys is not False
+
+        def integration_parts(integration: CrossAttentionIntegration, picks: PickedTokens):
+            if grouped:
+                return integration(E, picks, batch_keys, mask), None, None  # (W, L, d): sliced below
+            k, v = integration.keys_values(picks)
+            return None, (k, v), integration.attention_keep(W, L, k.shape[1], E)
+
+        def output_keep(dropout: nn.Dropout) -> torch.Tensor | None:  # nn.Dropout's own draw: bernoulli_(1 - p)
+            if not dropout.training or dropout.p <= 0:
+                return None
+            return torch.empty_like(E).bernoulli_(1 - dropout.p).div_(1 - dropout.p)
+
+        experts = []
+        for expert, selection in zip(self.experts, selections):
+            parts = integration_parts(expert.integration, selection.picks)
+            experts.append((expert.integration, *parts, output_keep(expert.output_dropout)))
+        consensus = None
+        if self.consensus is not None:
+            picks = PickedTokens.mean([selections[m].picks for m in self.consensus.members])
+            consensus = (self.consensus.integration, *integration_parts(self.consensus.integration, picks), None)
+
+        def part(integration, whole, kv, keep, out_keep, rows, start, E_b):
+            if whole is not None:
+                out = whole[rows, start:]
+            else:
+                out = integration.attend(E_b, kv[0][rows], kv[1][rows], None if keep is None else keep[rows, :, start:])
+            return out if out_keep is None else out * out_keep[rows, start:]
+
+        real = mask.any(1)
+        first = torch.where(real, mask.to(torch.int8).argmax(1), L)  # each row's first real position
+        step = max(1, L // 10)
+        starts = first.div(step, rounding_mode="floor") * step
+        index_rows, index_cols, values = [], [], []
+        for start in starts[real].unique().tolist():
+            rows = (starts == start).nonzero(as_tuple=True)[0]
+            E_b = E[rows, start:]
+            outputs = torch.stack([part(*expert, rows, start, E_b) for expert in experts], dim=2)
+            gates = torch.softmax(self.gate(E_b), dim=-1)  # eq. (11)
+            output = (gates.unsqueeze(-1) * outputs).sum(2)  # eq. (12)
+            if consensus is not None:
+                output = output + self.config.alpha * part(*consensus, rows, start, E_b)  # eq. (15)
+            index_rows.append(rows.repeat_interleave(L - start))
+            index_cols.append(torch.arange(start, L, device=E.device).repeat(len(rows)))
+            values.append(output.reshape(-1, d))
+        result = E.new_zeros(W, L, d)
+        if values:
+            result = result.index_put((torch.cat(index_rows), torch.cat(index_cols)), torch.cat(values))
+        return result * mask.unsqueeze(-1).to(result.dtype)
 
     def eval_batch_users(self) -> int | None:
         """A fixed evaluation batch when a user's scores depend on its batch (``keys="batch"``) or on the

@@ -381,7 +381,15 @@ class PrefixEncodedMixin:
         positions = seqs > 0 if positions is None else positions & (seqs > 0)
         if not positions.any():  # nothing but padding: no windows to encode
             return super().encode(seqs) * 0.0
-        last = super().encode(prefix_windows(seqs, positions), last_only=True)[:, -1]
+        windows = prefix_windows(seqs, positions)
+        skips = hasattr(self.plugin, "skip_leading_padding")  # MLTFR: computed at real positions only
+        if skips:
+            self.plugin.skip_leading_padding = True
+        try:
+            last = super().encode(windows, last_only=True)[:, -1]
+        finally:
+            if skips:
+                self.plugin.skip_leading_padding = False
         hidden = last.new_zeros(*seqs.shape, last.shape[-1])
         hidden[positions] = last
         return hidden
