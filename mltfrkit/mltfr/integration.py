@@ -18,6 +18,15 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def dropout_multiplier(shape: tuple[int, ...], p: float, like: torch.Tensor) -> torch.Tensor | None:
+    """What training-mode dropout multiplies a tensor of ``shape`` by, drawn as CPU dropout draws it
+    (``F.dropout``, and the math path of ``F.scaled_dot_product_attention``: a Bernoulli(1 - p) tensor of that
+    shape divided by 1 - p), so it consumes the same random numbers. None when p = 0 (nothing is drawn)."""
+    if p <= 0:
+        return None
+    return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - p).div_(1 - p)
+
+
 class PickedTokens:
     """The tokens a cross-attention reads: K rows picked per user from a frozen (V, d_llm) table, each scaled by
     its weight (:class:`mltfrkit.mltfr.filter.Selection`), or the mean of several such picks (:meth:`mean`: the
@@ -94,24 +103,25 @@ class CrossAttentionIntegration(nn.Module):
             if mask is None:
                 raise ValueError("grouped batch keys need the padding mask: integration(E, tokens, n, mask)")
             return self.grouped(E, tokens, int(batch_keys), mask)
-        heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
-        k, v = map(heads, self.keys_values(tokens, flat=bool(batch_keys)))
+        k, v = map(self.heads, self.keys_values(tokens, flat=bool(batch_keys)))
         if batch_keys:
             k, v = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1)
-        q = heads(self.query(E))
+        q = self.heads(self.query(E))
         out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(out.transpose(1, 2).reshape(B, L, d))
+
+    def heads(self, t: torch.Tensor) -> torch.Tensor:
+        """(n, T, d_emb) -> (n, heads, T, d_emb / heads)."""
+        return t.reshape(t.shape[0], t.shape[1], self.n_heads, t.shape[2] // self.n_heads).transpose(1, 2)
 
     def attention_keep(self, rows: int, queries: int, keys: int, like: torch.Tensor) -> torch.Tensor | None:
         """The attention-dropout multiplier ``forward`` applies to (rows, heads, queries, keys) attention weights,
         drawn as ``F.scaled_dot_product_attention`` draws it on the CPU's math path (a Bernoulli(1 - p) tensor
         of that shape, divided by 1 - p): the same random numbers, so :meth:`attend` on any slice of the rows and
         queries computes what ``forward`` computes there. None when no dropout applies (evaluation, p = 0)."""
-        if not self.training or self.attn_dropout <= 0:
+        if not self.training:
             return None
-        shape = (rows, self.n_heads, queries, keys)
-        return torch.empty(shape, dtype=like.dtype, device=like.device).bernoulli_(1 - self.attn_dropout).div_(
-            1 - self.attn_dropout)
+        return dropout_multiplier((rows, self.n_heads, queries, keys), self.attn_dropout, like)
 
     def attend(self, E: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """``forward`` for per-row keys, spelled out: E (n, T, d_emb) against its rows' projected keys and values
@@ -119,9 +129,8 @@ class CrossAttentionIntegration(nn.Module):
         ``F.scaled_dot_product_attention`` (both sides scaled by the root of 1 / sqrt(d_head)), so its value
         equals ``forward``'s up to float rounding."""
         n, T, d = E.shape
-        heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
         root = math.sqrt(1.0 / math.sqrt(d // self.n_heads))
-        q, k, v = heads(self.query(E)), heads(k), heads(v)
+        q, k, v = self.heads(self.query(E)), self.heads(k), self.heads(v)
         weights = torch.softmax((q * root) @ (k * root).transpose(-2, -1), dim=-1)
         if keep is not None:
             weights = weights * keep
@@ -153,7 +162,7 @@ class CrossAttentionIntegration(nn.Module):
         member = torch.arange(B, device=E.device) % n_groups
         k_all, v_all = self.keys_values(tokens)  # (B, K, d_emb)
         q_all = self.query(E)
-        split = lambda t: t.reshape(1, t.shape[0], self.n_heads, d // self.n_heads).transpose(1, 2)  # noqa: E731
+        split = lambda t: self.heads(t.unsqueeze(0))  # noqa: E731  (N, d) -> (1, heads, N, d / heads)
         rows_out, cols_out, outputs = [], [], []
         for g in range(n_groups):
             in_group = member == g

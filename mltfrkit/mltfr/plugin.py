@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from mltfrkit.mltfr.filter import Selection, TokenFilter
-from mltfrkit.mltfr.integration import CrossAttentionIntegration, PickedTokens
+from mltfrkit.mltfr.integration import CrossAttentionIntegration, PickedTokens, dropout_multiplier
 
 
 @dataclass
@@ -220,10 +220,8 @@ class MLTFRPlugin(nn.Module):
             k, v = integration.keys_values(picks)
             return None, (k, v), integration.attention_keep(W, L, k.shape[1], E)
 
-        def output_keep(dropout: nn.Dropout) -> torch.Tensor | None:  # nn.Dropout's own draw: bernoulli_(1 - p)
-            if not dropout.training or dropout.p <= 0:
-                return None
-            return torch.empty_like(E).bernoulli_(1 - dropout.p).div_(1 - dropout.p)
+        def output_keep(dropout: nn.Dropout) -> torch.Tensor | None:  # nn.Dropout's own draw
+            return dropout_multiplier(E.shape, dropout.p, E) if dropout.training else None
 
         experts = []
         for expert, selection in zip(self.experts, selections):
