@@ -943,11 +943,13 @@ def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
     once) and how long training them takes, e.g. "12 to train: about 16.5 h serial, 8.3 h wall with 2
     workers". The estimates are :meth:`mltfrkit.store.ResultStore.plan`'s (the store's measured run times, under
     the concurrency they ran with, imported runs' on the machine that trained them; runs a stored full run
-    records, w/o SC, cost nothing; a resumed run counts whole), the wall time the longest-first schedule of
-    :func:`mltfrkit.plan.simulated_wall` on ``workers`` workers. The text names the runs estimated at the
+    records, w/o SC, cost nothing; a resumed run counts whole). The wall time is the plan's own
+    (``GridPlan.wall_seconds``: the executor's start order on ``workers`` workers, as ``--plan`` prints it), summed
+    over the claim's grids, which ``mltfrkit sweep`` trains one after the other; a run two grids share is
+    scheduled in the first. The text names the runs estimated at the
     data-size level (every epoch of the cap: meant as an upper bound), those a stored run of another stopping
     rule may answer (trained only if it does not), and those without an estimate."""
-    from mltfrkit.plan import SIZE_SCALED_LEVEL, simulated_wall
+    from mltfrkit.plan import SIZE_SCALED_LEVEL
 
     out = {}
     for claim_id, mine in rows.groupby("claim", sort=False):
@@ -959,8 +961,15 @@ def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
         if not groups:
             continue
         estimates: dict[str, tuple[float, str, bool]] = {}
+        wall, scheduled = 0.0, set()
         for exp, specs in groups.values():
-            runs = exp.store.plan(list(specs.values()), workers).runs
+            fresh = [spec for run_dir, spec in specs.items() if run_dir not in scheduled]
+            scheduled.update(specs)
+            if not fresh:
+                continue
+            plan = exp.store.plan(fresh, workers)
+            wall += plan.wall_seconds
+            runs = plan.runs
             answered = runs["may_be_answered"] if "may_be_answered" in runs else [False] * len(runs)
             estimates.update({run_dir: (seconds, level, bool(maybe)) for run_dir, seconds, level, maybe in
                               zip(runs["run_dir"], runs["estimate_s"], runs["estimate_from"], answered)})
@@ -972,7 +981,7 @@ def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
         unknown = len(estimates) - len(known)
         text = f"{len(estimates)} to train"
         if known:
-            text += (f": about {sum(known) / 3600:.1f} h serial, {simulated_wall(known, workers) / 3600:.1f} h wall "
+            text += (f": about {sum(known) / 3600:.1f} h serial, {wall / 3600:.1f} h wall "
                      f"with {workers} worker{'s' if workers != 1 else ''}")
         notes = [f"{bounds} of them at the epoch cap, meant as an upper bound"] * bool(bounds) + \
             [f"{maybe} may be answered by a stored run"] * bool(maybe) + \

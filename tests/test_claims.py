@@ -390,39 +390,49 @@ def test_readme_section_is_generated_between_markers(tmp_path):
 
 
 def test_time_left_counts_each_missing_run_once_and_names_bounds_and_gaps():
-    """time_left: a claim's rows share runs (Fig. 1 feeds claims 1 and 2; one run may sit in two rows): each is
-    estimated once, summed serially and scheduled longest-first on the workers; upper bounds and runs without an
-    estimate are named; a claim with nothing missing gets no entry."""
+    """time_left: a claim's rows share runs (Fig. 1 feeds claims 1 and 2; one run may sit in two rows, or in two
+    grids): each is estimated and scheduled once, summed serially; the wall is the plan's own (the executor's
+    order, as ``--plan`` prints it), added over the claim's grids, which train one after the other; upper bounds
+    and runs without an estimate are named; a claim with nothing missing gets no entry."""
     from types import SimpleNamespace
 
     from mltfrkit.plan import SIZE_SCALED_LEVEL
 
     asked = []
+    table = {"a": (3600.0, "same kind"), "b": (7200.0, SIZE_SCALED_LEVEL), "c": (float("nan"), "none"),
+             "d": (1800.0, "same kind"), "e": (900.0, "same kind")}
 
     class Store:
+        def __init__(self, root):
+            self.root = root
+
         def run_dir(self, spec):
             return f"/runs/{spec}"
 
         def plan(self, specs, workers):
-            asked.append((sorted(specs), workers))
-            table = {"a": (3600.0, "same kind"), "b": (7200.0, SIZE_SCALED_LEVEL), "c": (float("nan"), "none"),
-                     "d": (1800.0, "same kind")}
-            return SimpleNamespace(runs=pd.DataFrame([{"run_dir": s, "estimate_s": table[s][0],
+            asked.append((self.root, sorted(specs), workers))
+            known = [table[s][0] for s in specs if table[s][0] == table[s][0]]
+            # a stand-in for the executor's schedule, one that longest-first on the estimates would not give
+            # (a and b split evenly over two workers: 1.5 h, where b beside a takes 2 h)
+            return SimpleNamespace(wall_seconds=sum(known) / workers,
+                                   runs=pd.DataFrame([{"run_dir": s, "estimate_s": table[s][0],
                                                        "estimate_from": table[s][1]} for s in specs]))
 
-    exp = SimpleNamespace(store=Store())
+    exp, other = SimpleNamespace(store=Store("first")), SimpleNamespace(store=Store("second"))
     rows = pd.DataFrame([
         {"claim": "1", "_ours missing": (exp, ["a", "b"])},
         {"claim": "1", "_ours missing": (exp, ["b", "c"])},  # b again: once
         {"claim": "2", "_ours missing": (exp, ["d"])},
+        {"claim": "2", "_ours missing": (other, ["d", "e"])},  # d in a second grid: scheduled in the first only
         {"claim": "4", "_ours missing": (exp, [])},
         {"claim": "7", "_ours missing": None},
     ])
     left = C.time_left(rows, "ours", workers=2)
     assert set(left) == {"1", "2"}
-    assert asked[0] == (["a", "b", "c"], 2)
-    # a (1 h) and b (2 h) on two workers: 3 h serial, 2 h wall; c has no estimate
-    assert left["1"] == ("3 to train: about 3.0 h serial, 2.0 h wall with 2 workers "
+    assert asked[:3] == [("first", ["a", "b", "c"], 2), ("first", ["d"], 2), ("second", ["e"], 2)]
+    # a (1 h) and b (2 h): 3 h serial; the wall is the plan's (1.5 h here), not recomputed; c has no estimate
+    assert left["1"] == ("3 to train: about 3.0 h serial, 1.5 h wall with 2 workers "
                          "(1 of them at the epoch cap, meant as an upper bound; 1 without an estimate, not counted)")
-    assert left["2"] == "1 to train: about 0.5 h serial, 0.5 h wall with 2 workers"
+    # d (0.5 h) in the first grid, then e (0.25 h) in the second: the grids' walls add (0.25 + 0.125 h)
+    assert left["2"] == "2 to train: about 0.8 h serial, 0.4 h wall with 2 workers"
     assert C.time_left(rows, "ours", workers=1)["1"].startswith("3 to train: about 3.0 h serial, 3.0 h wall with 1 worker ")
