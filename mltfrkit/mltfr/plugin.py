@@ -268,6 +268,12 @@ class MLTFRPlugin(nn.Module):
         order, so an evaluation is deterministic. None: any chunking gives the same scores."""
         return self.config.eval_batch if self.config.keys == "batch" or self.config.eval_noise else None
 
+    def padding_free_scores(self) -> bool:
+        """Whether a user's scores are those of its real positions alone: the interest vector (eq. 1) is a
+        mask-aware mean and everything after the filter is position-wise, so yes, unless the keys are shared
+        by a batch or evaluation draws noise (then users are scored in fixed batches: :meth:`eval_batch_users`)."""
+        return self.eval_batch_users() is None
+
     def begin_evaluation(self) -> None:
         """Called by the evaluator before scoring: restarts every filter's evaluation-noise stream."""
         for expert in self.experts:

@@ -42,6 +42,10 @@ class ItemTokenInjection(nn.Module):
         self.project = nn.Linear(table.shape[1], d_emb)
         self.n_items = n_items
 
+    def padding_free_scores(self) -> bool:
+        """Position-wise, zero at padding: a user's scores do not depend on leading padding columns."""
+        return True
+
     def forward(self, E: torch.Tensor, mask: torch.Tensor, seqs: torch.Tensor | None = None) -> torch.Tensor:
         if seqs is None:
             raise ValueError("LLM-TE/RE needs item ids: the backbone must pass seqs to apply_plugin")

@@ -123,6 +123,21 @@ class SequentialRecommender(nn.Module):
             return hidden
         return hidden + self.plugin(hidden, mask, seqs)
 
+    # Whether this backbone's scores for a user depend only on the user's real items, not on how many leading
+    # padding columns the input has (positions stay those of the full window: ``window_positions``). True
+    # where padding keys are masked out of every mixing step and padding rows are position-wise (SASRec,
+    # BERT4Rec, LinRec with mask_padding); False where a filter mixes the whole window (FMLP-Rec, BSARec).
+    padding_free = False
+
+    def padding_free_scores(self) -> bool:
+        """May the evaluator score a chunk of users with its leading all-padding columns dropped? Only if the
+        backbone and its plug-in (``plugin.padding_free_scores()``, default no) both say so: the same scores up
+        to float rounding, with less work on short histories (``tests/test_metrics.py`` checks every backbone
+        and plug-in against the full window)."""
+        if not self.padding_free:
+            return False
+        return self.plugin is None or bool(getattr(self.plugin, "padding_free_scores", lambda: False)())
+
     # -- what subclasses provide ---------------------------------------------------------
     def encode(self, seqs: torch.Tensor) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, L, d) hidden states."""
@@ -203,6 +218,17 @@ def causal_padding_mask(mask: torch.Tensor, causal: bool) -> torch.Tensor:
     if causal:
         allowed = allowed & torch.ones(L, L, dtype=torch.bool, device=mask.device).tril()
     return allowed | torch.eye(L, dtype=torch.bool, device=mask.device)
+
+
+def window_positions(length: int, max_len: int, device: torch.device | str) -> torch.Tensor:
+    """Position ids of a (B, ``length``) input. Sequences are left-padded, so an input narrower than ``max_len``
+    is the right end of a ``max_len`` window (positions max_len - length .. max_len - 1): the evaluator drops
+    a chunk's leading all-padding columns for backbones whose scores do not depend on them
+    (:meth:`SequentialRecommender.padding_free_scores`). At ``max_len``, the positions 0 .. max_len - 1."""
+    if length > max_len:
+        raise ValueError(f"a sequence of {length} positions does not fit max_len={max_len}: "
+                         f"keep its most recent {max_len} items (mltfrkit.train.metrics.pad_left does)")
+    return torch.arange(max_len - length, max_len, device=device)
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -340,7 +366,7 @@ class PostNormBackbone(SequentialRecommender):
 
     def embed(self, seqs: torch.Tensor) -> torch.Tensor:
         """E: the input representation the plug-in hook sees."""
-        positions = torch.arange(seqs.shape[1], device=seqs.device)
+        positions = window_positions(seqs.shape[1], self.config.max_len, seqs.device)
         return self.emb_dropout(self.emb_norm(self.item_emb(seqs) + self.pos_emb(positions)))
 
     def encode(self, seqs: torch.Tensor, last_only: bool = False) -> torch.Tensor:

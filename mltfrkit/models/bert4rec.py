@@ -51,6 +51,7 @@ class ClozeRecommender(PostNormBackbone):
     bidirectional = True
     causal_attention = False
     extra_item_rows = 1  # the [MASK] token, row n_items + 1
+    padding_free = True  # padding keys are masked out of the attention; every other step is position-wise
 
     def __init__(self, n_items: int, config: BERT4RecConfig | None = None):
         config = config or self.config_class()

@@ -68,6 +68,11 @@ class L2LinearAttention(PostNormSublayer):
 class LinRec(ClozeRecommender):
     config_class = LinRecConfig
 
+    @property
+    def padding_free(self) -> bool:
+        """Padding keys leave K'^T V only with ``mask_padding`` (the default)."""
+        return self.config.mask_padding
+
     def make_mixer(self, index: int) -> nn.Module:
         c = self.config
         return L2LinearAttention(c.hidden_size, c.n_heads, c.dropout, c.mask_padding, c.elu_plus_one)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mltfrkit.models.base import (BackboneConfig, MultiHeadSelfAttention, PointWiseFeedForward,
-                                  SequentialRecommender, causal_padding_mask)
+                                  SequentialRecommender, causal_padding_mask, window_positions)
 
 
 @dataclass
@@ -45,6 +45,7 @@ class SASRecBlock(nn.Module):
 
 class SASRec(SequentialRecommender):
     config_class = SASRecConfig
+    padding_free = True  # causal attention over real keys only; padding rows zeroed after every block
 
     def __init__(self, n_items: int, config: SASRecConfig | None = None):
         config = config or SASRecConfig()
@@ -70,7 +71,7 @@ class SASRec(SequentialRecommender):
 
     def embed(self, seqs: torch.Tensor) -> torch.Tensor:
         """E: the input representation the plug-in hook sees (paper's E in eq. 1)."""
-        positions = torch.arange(seqs.shape[1], device=seqs.device)
+        positions = window_positions(seqs.shape[1], self.config.max_len, seqs.device)
         x = self.item_emb(seqs) * math.sqrt(self.config.hidden_size) + self.pos_emb(positions)
         return self.emb_dropout(x) * (seqs > 0).unsqueeze(-1)
 

@@ -7,6 +7,13 @@ Padding (item 0) is scored -inf and never ranked. ``exclude_history`` (default o
 MLTFR authors' code) removes the user's history items from the candidates, as RecBole does;
 a target that repeats a history item is then a miss.
 
+Short histories: where the model's scores do not depend on leading padding
+(``model.padding_free_scores()``: SASRec, CL4SRec, BERT4Rec, LinRec, with no plug-in or LLM-TE/RE or
+MLTFR with per-user keys), users are scored in chunks of similar history length, each chunk only as wide
+as its longest history (plus one column) instead of ``max_len``: the same scores up to float rounding,
+with much less encoder work on datasets of short histories (Beauty's median history is 4 items of 50).
+The metrics are means over users, so the order they are scored in does not matter.
+
 Non-finite scores never flatter a model (a diverged one scores NaN everywhere): a target whose
 score is NaN or +inf ranks last (a miss), and another item scoring NaN counts against the target,
 as a tie does. -inf is the one non-finite score with a meaning (padding, excluded history items):
@@ -60,13 +67,23 @@ def users_per_chunk(n_items: int, max_bytes: int, extra_per_user: int = 0) -> in
     return max(1, min(4096, max_bytes // per_user))
 
 
+def trims_padding(model, score, max_len: int) -> bool:
+    """Whether :func:`evaluate` may score ``model`` on chunks narrower than ``max_len``: its own uncompiled
+    ``score_all`` (a compiled graph would recompile for every width), at the model's window, and a backbone
+    and plug-in whose scores do not depend on leading padding (``padding_free_scores``)."""
+    padding_free = getattr(model, "padding_free_scores", None)
+    return bool(padding_free and padding_free()) and score == model.score_all and max_len == model.config.max_len
+
+
 @torch.no_grad()
 def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: Iterable[int] = (5, 10, 20),
              max_len: int | None = None, max_bytes: int = 256 << 20, exclude_history: bool = False,
-             device: torch.device | str = "cpu", score=None) -> dict[str, float]:
+             device: torch.device | str = "cpu", score=None, trim_padding: bool = True) -> dict[str, float]:
     """Score users in chunks so that memory stays under ``max_bytes`` whatever the catalogue size.
     ``score``: what scores a chunk of histories (default ``model.score_all``; the trainer passes a
-    compiled one with ``TrainConfig.compile``)."""
+    compiled one with ``TrainConfig.compile``). ``trim_padding``: chunks of similar length, each as wide as
+    it needs, where the model allows it (:func:`trims_padding`; False: every chunk ``max_len`` wide, in
+    dataset order, as before; ``benchmarks/train_eval_speed.py`` times both)."""
     score = score or model.score_all
     was_training = model.training
     model.eval()
@@ -76,20 +93,27 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
     fixed = getattr(plugin, "eval_batch_users", lambda: None)()
     if fixed:  # a plug-in whose scores depend on the batch (the authors' MLTFR keys): fixed batches, in order
         chunk = fixed
+    lengths = np.fromiter((len(seq) for seq in histories), dtype=np.int64, count=len(histories))
+    trim = trim_padding and not fixed and trims_padding(model, score, max_len)
+    # shortest histories first (stable: ties keep dataset order); each user's rank goes back to its own row
+    order = np.argsort(lengths, kind="stable") if trim else np.arange(len(histories))
     if hasattr(plugin, "begin_evaluation"):
         plugin.begin_evaluation()
-    ranks = []
+    ranks = torch.empty(len(histories), dtype=torch.long)
     for start in range(0, len(histories), chunk):
-        batch_hist = histories[start:start + chunk]
-        history = pad_left(batch_hist, max_len).to(device)
+        rows = order[start:start + chunk]
+        batch_hist = [histories[row] for row in rows]
+        # one column more than the longest history: BERT4Rec's [MASK] input drops the first column
+        width = min(max_len, int(lengths[rows].max(initial=0)) + 1) if trim else max_len
+        history = pad_left(batch_hist, width).to(device)
         scores = score(history)
         if exclude_history:
             for row, seq in enumerate(batch_hist):
                 scores[row, torch.as_tensor(seq, device=device)] = float("-inf")
-        batch_targets = torch.as_tensor(targets[start:start + chunk], device=device)
-        ranks.append(target_ranks(scores, batch_targets).cpu())
+        batch_targets = torch.as_tensor(np.asarray(targets)[rows], device=device)
+        ranks[torch.as_tensor(rows)] = target_ranks(scores, batch_targets).cpu()
     model.train(was_training)
-    return metrics_from_ranks(torch.cat(ranks).numpy(), ks)
+    return metrics_from_ranks(ranks.numpy(), ks)
 
 
 def ndcg_at(rank: int, k: int) -> float:
