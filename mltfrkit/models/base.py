@@ -148,7 +148,7 @@ class SequentialRecommender(nn.Module):
         return self.item_emb.weight[: self.n_items + 1]
 
     def eval_input(self, history: torch.Tensor) -> torch.Tensor:
-        """The sequence fed at evaluation from a (B, max_len) left-padded history."""
+        """The sequence fed at evaluation from a (B, w) left-padded history (w <= max_len: the window's right end)."""
         return history
 
     def user_representation(self, seqs: torch.Tensor) -> torch.Tensor:

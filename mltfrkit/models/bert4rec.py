@@ -66,7 +66,8 @@ class ClozeRecommender(PostNormBackbone):
 
     # -- prediction at the [MASK] slot ---------------------------------------------------------
     def eval_input(self, history: torch.Tensor) -> torch.Tensor:
-        """(B, max_len) history -> its most recent max_len - 1 items followed by [MASK]."""
+        """(B, w) history -> its most recent w - 1 items followed by [MASK] (w = max_len, or a narrower chunk's
+        width: the evaluator makes it one column wider than the chunk's longest history, so nothing is dropped)."""
         mask = torch.full_like(history[:, :1], self.mask_id)
         return torch.cat([history[:, 1:], mask], dim=1)
 

@@ -81,9 +81,15 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
              device: torch.device | str = "cpu", score=None, trim_padding: bool = True) -> dict[str, float]:
     """Score users in chunks so that memory stays under ``max_bytes`` whatever the catalogue size.
     ``score``: what scores a chunk of histories (default ``model.score_all``; the trainer passes a
-    compiled one with ``TrainConfig.compile``). ``trim_padding``: chunks of similar length, each as wide as
+    compiled one with ``TrainConfig.compile``). ``max_len``: the history columns scored (default the model's
+    window; a narrower one is that window's right end, ``window_positions``). ``trim_padding``: chunks of similar length, each as wide as
     it needs, where the model allows it (:func:`trims_padding`; False: every chunk ``max_len`` wide, in
     dataset order, as before; ``benchmarks/train_eval_speed.py`` times both)."""
+    if len(histories) == 0:
+        raise ValueError("no users to evaluate: the list of histories is empty (a split with no users for this "
+                         "holdout?); check the dataset and its filters")
+    if len(targets) != len(histories):
+        raise ValueError(f"{len(histories)} histories but {len(targets)} targets: one next item per user")
     score = score or model.score_all
     was_training = model.training
     model.eval()
