@@ -341,6 +341,38 @@ def test_a_backbone_measured_under_other_settings_is_scaled_per_epoch_by_the_oth
     assert with_cap.estimate(capped)[:2] == (pytest.approx(50 * 3 * 10), SETTINGS_SCALED_LEVEL)
 
 
+def test_a_change_of_settings_no_backbone_here_has_both_of_is_scaled_as_on_other_datasets():
+    """SASRec + MLTFR under the authors' settings on a dataset where only our settings have run: the change of
+    settings measured on the other datasets scales its time per epoch, from SASRec itself there if it ran under
+    both (5x), else from the backbones of its encoding (CL4SRec), else from any (FMLP-Rec); never the second
+    level's median of our settings' runs alone, which a time budget would have trusted."""
+    here = settings_run("sasrec", 1000, 25, dataset="Beauty")  # 40 s an epoch under ours
+    elsewhere = [settings_run("sasrec", 400, 20, dataset="Pantry"), settings_run("sasrec", 1000, 10, authors=True,
+                                                                                   dataset="Pantry"),  # 20 -> 100 s
+                 settings_run("cl4srec", 300, 30, dataset="ml-100k"),
+                 settings_run("cl4srec", 600, 20, authors=True, dataset="ml-100k"),  # 10 -> 30 s: 3x
+                 settings_run("fmlprec", 100, 10, dataset="ml-100k"),
+                 settings_run("fmlprec", 800, 10, authors=True, dataset="ml-100k")]  # 8x, another encoding
+    authors = {**here.fields, **{k: elsewhere[1].fields[k] for k in ("n_experts", "trainable_tables",
+                                                                      "test_every_epoch")}}
+    seconds, level, used = Estimator([here, *elsewhere]).estimate(authors)
+    assert (seconds, level) == (pytest.approx(40 * 5 * 25), SETTINGS_SCALED_LEVEL)
+    assert {run.run_dir for run in used} == {run.run_dir for run in [here, *elsewhere[:2]]}
+    # SASRec not under both anywhere: its encoding's (CL4SRec's 3x) before another encoding's (FMLP-Rec's 8x)
+    assert Estimator([here, *elsewhere[2:]]).estimate(authors)[:2] == (pytest.approx(40 * 3 * 25),
+                                                                       SETTINGS_SCALED_LEVEL)
+    assert Estimator([here, *elsewhere[4:]]).estimate(authors)[:2] == (pytest.approx(40 * 8 * 25),
+                                                                       SETTINGS_SCALED_LEVEL)
+    # another plug-in's change of settings elsewhere does not count: the second level, as before
+    other_plugin = [replace(run, fields={**run.fields, "plugin": "te"}) for run in elsewhere]
+    assert Estimator([here, *other_plugin]).estimate(authors)[:2] == (1000, ESTIMATE_LEVELS[1][0])
+    # a backbone here measured under both still comes first (FMLP-Rec here: 2x, over SASRec's 5x on Pantry)
+    local = [settings_run("fmlprec", 200, 10, dataset="Beauty"), settings_run("fmlprec", 400, 10, authors=True,
+                                                                              dataset="Beauty")]
+    assert Estimator([here, *elsewhere, *local]).estimate(authors)[:2] == (pytest.approx(40 * 2 * 25),
+                                                                           SETTINGS_SCALED_LEVEL)
+
+
 def test_the_held_out_check_estimates_each_kind_from_the_others_only():
     """Each kind held out in turn and estimated from the rest. BSARec's authors' kind: 50 s an epoch under ours,
     times FMLP-Rec's 3x, times its 20 epochs = 3000 s against 6000 s measured (a factor of 2: counted within);
