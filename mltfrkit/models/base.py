@@ -132,8 +132,8 @@ class SequentialRecommender(nn.Module):
     def padding_free_scores(self) -> bool:
         """May the evaluator score a chunk of users with its leading all-padding columns dropped? Only if the
         backbone and its plug-in (``plugin.padding_free_scores()``, default no) both say so: the same scores up
-        to float rounding, with less work on short histories (``tests/test_metrics.py`` checks every backbone
-        and plug-in against the full window)."""
+        to float rounding, with less work on short histories (``tests/test_metrics.py`` checks each padding-free
+        backbone alone, with LLM-TE/RE and with MLTFR at each placement against the full window)."""
         if not self.padding_free:
             return False
         return self.plugin is None or bool(getattr(self.plugin, "padding_free_scores", lambda: False)())

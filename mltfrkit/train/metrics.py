@@ -99,6 +99,7 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
     fixed = getattr(plugin, "eval_batch_users", lambda: None)()
     if fixed:  # a plug-in whose scores depend on the batch (the authors' MLTFR keys): fixed batches, in order
         chunk = fixed
+    targets = np.asarray(targets)
     lengths = np.fromiter((len(seq) for seq in histories), dtype=np.int64, count=len(histories))
     trim = trim_padding and not fixed and trims_padding(model, score, max_len)
     # shortest histories first (stable: ties keep dataset order); each user's rank goes back to its own row
@@ -116,7 +117,7 @@ def evaluate(model, histories: Sequence[np.ndarray], targets: np.ndarray, ks: It
         if exclude_history:
             for row, seq in enumerate(batch_hist):
                 scores[row, torch.as_tensor(seq, device=device)] = float("-inf")
-        batch_targets = torch.as_tensor(np.asarray(targets)[rows], device=device)
+        batch_targets = torch.as_tensor(targets[rows], device=device)
         ranks[torch.as_tensor(rows)] = target_ranks(scores, batch_targets).cpu()
     model.train(was_training)
     return metrics_from_ranks(ranks.numpy(), ks)
