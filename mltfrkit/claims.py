@@ -972,7 +972,7 @@ def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
             runs = plan.runs
             answered = runs["may_be_answered"] if "may_be_answered" in runs else [False] * len(runs)
             estimates.update({run_dir: (seconds, level, bool(maybe)) for run_dir, seconds, level, maybe in
-                              zip(runs["run_dir"], runs["estimate_s"], runs["estimate_from"], answered)})
+                              zip(runs["run_dir"], runs["left_s"], runs["estimate_from"], answered)})
         if not estimates:
             continue
         known = [seconds for seconds, _, _ in estimates.values() if seconds == seconds]

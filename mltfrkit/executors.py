@@ -82,6 +82,9 @@ class RunJob:
     # the estimate is the data-size level's upper bound (mltfrkit.plan.SIZE_SCALED_LEVEL): a worker prefers a real
     # one from runs finished meanwhile (the grid's first run of the kind on this dataset gives it one)
     estimate_bound: bool = False
+    # the training seconds the run's checkpoints held when the driver looked (it resumes from them): the run is
+    # started if what is left of it (mltfrkit.plan.time_left) fits, not its whole estimate
+    trained_seconds: float = 0.0
 
 
 @dataclass
@@ -115,19 +118,22 @@ def deferral(job: RunJob, now: float | None = None) -> str | None:
         if math.isfinite(fresh) or estimate is None or not math.isfinite(estimate):
             estimate = fresh
     if math.isfinite(estimate) and estimate > left:
-        return f"estimated at {estimate / 60:.0f} min, with {left / 60:.0f} min left before the finish-by time ({deadline})"
+        resumed = f" (what is left of it after {job.trained_seconds / 60:.0f} min trained)" if job.trained_seconds else ""
+        return (f"estimated at {estimate / 60:.0f} min{resumed}, with {left / 60:.0f} min left before the "
+                f"finish-by time ({deadline})")
     return None
 
 
 def current_estimate(job: RunJob) -> float:
     """``job``'s estimated seconds from the runs stored in its store now (:mod:`mltfrkit.plan`; NaN: none alike,
-    or no cost fields from the driver). Reads result files only: never a token table or the data."""
+    or no cost fields from the driver), less what its checkpoints held (:func:`mltfrkit.plan.time_left`). Reads
+    result files only: never a token table or the data."""
     if job.cost is None:
         return float("nan")
-    from mltfrkit.plan import Estimator, timed_runs
+    from mltfrkit.plan import Estimator, time_left, timed_runs
 
     try:
-        return Estimator(timed_runs(job.root)).estimate(job.cost)[0]
+        return time_left(Estimator(timed_runs(job.root)).estimate(job.cost)[0], job.trained_seconds)
     except Exception:  # advice only: whatever it cannot read leaves the run unestimated, never failed
         return float("nan")
 

@@ -73,6 +73,9 @@ PER_EPOCH_COST = ("schedule", "n_experts", "max_vocab", "trainable_tables", "tes
 SETTINGS = tuple(key for key in ESTIMATE_LEVELS[0][1] if key not in ESTIMATE_LEVELS[1][1])
 MAX_LEN = 50  # the training window (the paper's and every profile's maximum length), for epoch_units
 CHECKPOINTS = ("checkpoint.pt", "round1/checkpoint.pt", "round2/checkpoint.pt")  # any of them: the run resumes
+# what is left of a resumed run is never estimated below this share of its whole estimate: a run that has trained
+# longer than its estimate has not ended, and nothing tells how much more it needs
+MIN_LEFT_SHARE = 0.1
 TIMING_CAUTION = ("Estimates are the measured training times of the stored runs, taken under whatever concurrency "
                   "those runs had (this project's store: two one-thread runs side by side on 2 cores); they hold "
                   "for the same setup, not for more runs or threads per core. Runs imported from a result archive "
@@ -377,6 +380,24 @@ class Estimator:
         return float(pd.Series(estimates).median()), list({run.run_dir: run for run in used}.values())
 
 
+def checkpointed_seconds(run_dir: str | Path) -> float:
+    """The training seconds an unfinished run's checkpoints hold, over its rounds (each round's checkpoint records
+    its own epochs' seconds): 0 when it has none, or none readable."""
+    from mltfrkit.train.checkpoint import trained_seconds
+
+    return float(sum(trained_seconds(Path(run_dir) / name) for name in CHECKPOINTS
+                     if (Path(run_dir) / name).exists()))
+
+
+def time_left(estimate: float, trained: float) -> float:
+    """What is left of a run estimated at ``estimate`` seconds whose checkpoints hold ``trained`` seconds: the
+    difference, and at least :data:`MIN_LEFT_SHARE` of the estimate (NaN stays NaN: no estimate). The run resumes
+    from its last checkpoint (exactly, :func:`mltfrkit.train.fit`), so the epochs it holds are not trained again."""
+    if estimate != estimate:
+        return estimate
+    return max(float(estimate) - max(float(trained), 0.0), MIN_LEFT_SHARE * float(estimate))
+
+
 def simulated_wall(durations: Sequence[float], workers: int, order: Sequence[int] | None = None) -> float:
     """The makespan of running ``durations`` on ``workers`` workers that each take the next run, in
     ``order`` (positions into ``durations``; default: longest first, the LPT rule), as soon as they free.
@@ -401,9 +422,10 @@ class GridPlan:
     ``runs``: one row per run directory to train: ``run_dir``, ``dataset``, ``backbone``, ``plugin``,
     ``schedule``, ``seed``, the :func:`cost_fields`, ``options`` (the settings that tell it from the other
     runs to train), ``entries`` (grid entries it answers), ``wo_sc_after`` (w/o SC entries recorded from it
-    afterwards), ``resumes`` (a checkpoint exists), ``estimate_s`` (NaN: none), ``estimate_from`` (the
-    :data:`ESTIMATE_LEVELS` label that matched, or :data:`NO_ESTIMATE`), ``estimate_runs`` (stored runs in
-    the median)."""
+    afterwards), ``resumes`` (a checkpoint exists), ``estimate_s`` (the whole run's estimate; NaN: none),
+    ``trained_s`` (the seconds its checkpoints hold), ``left_s`` (:func:`time_left`: what the serial and wall
+    totals count), ``estimate_from`` (the :data:`ESTIMATE_LEVELS` label that matched, or :data:`NO_ESTIMATE`),
+    ``estimate_runs`` (stored runs in the median)."""
 
     runs: pd.DataFrame
     grid: int  # grid entries
@@ -411,7 +433,7 @@ class GridPlan:
     recorded_from_stored: int  # w/o SC recorded from a stored full run's round 1 (nothing trained)
     recorded_after: int  # w/o SC recorded from a full run this grid trains
     workers: int
-    serial_seconds: float  # the sum of the estimates (runs with none left out)
+    serial_seconds: float  # the sum of what is left of each run (time_left; runs with no estimate left out)
     wall_seconds: float  # simulated with `workers` workers in the executor's order (runs with none left out)
     estimate_sources: int  # distinct stored runs the estimates were made from
     root: str = ""
@@ -453,14 +475,14 @@ class GridPlan:
 
     def summary(self) -> pd.DataFrame:
         """The runs to train grouped by (backbone, plugin, schedule): how many, how many resume, how many have
-        no estimate, and their estimated hours (serial, the sum over the group's estimated runs)."""
+        no estimate, and their estimated hours (serial, the sum of what is left of the group's estimated runs)."""
         columns = ["backbone", "plugin", "schedule", "runs", "resume", "no estimate", "estimated h", "estimated from"]
         if not len(self.runs):
             return pd.DataFrame(columns=columns)
         grouped = self.runs.groupby(["backbone", "plugin", "schedule"], sort=True)
         out = grouped.agg(runs=("run_dir", "size"), resume=("resumes", "sum"),
                           **{"no estimate": ("estimate_s", lambda s: int(s.isna().sum())),
-                             "estimated h": ("estimate_s", lambda s: s.sum(min_count=1) / 3600),
+                             "estimated h": ("left_s", lambda s: s.sum(min_count=1) / 3600),
                              "estimated from": ("estimate_from", lambda s: "; ".join(
                                  f"{label} ({count})" for label, count in s.value_counts().items()))})
         return out.reset_index()[columns]
@@ -522,7 +544,10 @@ class GridPlan:
                 lines.append(f"The serial and wall hours leave out the {self.unestimated} run(s) without an "
                              f"estimate: the grid takes longer than that.")
             if self.resumable:
-                lines.append("A resumed run is estimated at its whole length (an upper bound).")
+                trained = float(self.runs["trained_s"].sum()) if "trained_s" in self.runs else 0.0
+                lines.append(f"A resumed run counts what is left of it: its estimate less the training its "
+                             f"checkpoints hold ({trained / 3600:.1f} h over {self.resumable} run(s)), at least "
+                             f"{MIN_LEFT_SHARE:.0%} of its estimate.")
             lines.append(TIMING_CAUTION)
         return "\n".join(lines)
 
@@ -573,21 +598,25 @@ def plan_grid(store: "ResultStore", specs: Iterable["RunSpec"], workers: int | N
         fields = cost_fields(spec.to_dict(split.source_sha256))
         seconds, level, matched = estimator.estimate(fields)
         used.update(run.run_dir for run in matched)
+        resumes = any((Path(run_dir) / name).exists() for name in CHECKPOINTS)
+        trained = checkpointed_seconds(run_dir) if resumes else 0.0
         rows.append({"run_dir": Path(run_dir).name, **fields, "seed": spec.train.seed,
                      "options": options,
                      "entries": len(positions), "wo_sc_after": len(needs.derived_later.get(run_dir, [])),
-                     "resumes": any((Path(run_dir) / name).exists() for name in CHECKPOINTS),
-                     "may_be_answered": run_dir in needs.deferred,
-                     "estimate_s": seconds, "estimate_from": level, "estimate_runs": len(matched)})
+                     "resumes": resumes, "may_be_answered": run_dir in needs.deferred,
+                     "estimate_s": seconds, "trained_s": trained, "left_s": time_left(seconds, trained),
+                     "estimate_from": level, "estimate_runs": len(matched)})
     columns = ["run_dir", "dataset", "backbone", "plugin", "schedule", "rounds", "n_experts", "max_vocab",
                "trainable_tables", "test_every_epoch", "epochs", "patience", "seed", "options", "entries",
-               "wo_sc_after", "resumes", "may_be_answered", "estimate_s", "estimate_from", "estimate_runs"]
+               "wo_sc_after", "resumes", "may_be_answered", "estimate_s", "trained_s", "left_s", "estimate_from",
+               "estimate_runs"]
     runs = pd.DataFrame(rows, columns=columns)
     jobs = [RunJob(spec, str(store.root), None, str(run_dir)) for run_dir, spec in zip(needs.to_train, train_specs)]
     known = [index for index in longest_first(jobs) if not math.isnan(rows[index]["estimate_s"])]
-    durations = [row["estimate_s"] for row in rows]
-    serial = float(sum(durations[index] for index in known))
-    wall = simulated_wall(durations, workers, order=known) if known else 0.0
+    durations = [row["estimate_s"] for row in rows]  # whole runs: the grid from an empty store below
+    left = [row["left_s"] for row in rows]  # what is still to train: a resumed run's remainder
+    serial = float(sum(left[index] for index in known))
+    wall = simulated_wall(left, workers, order=known) if known else 0.0
     # The whole grid from an empty store: the stored runs at their own measured times, the rest at their
     # estimates, in the executor's order. A w/o SC result recorded from a full run of this grid trained nothing
     # of its own; one recorded from a full run outside the grid counts its round 1 time (its ``seconds``).

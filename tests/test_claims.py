@@ -415,7 +415,10 @@ def test_time_left_counts_each_missing_run_once_and_names_bounds_and_gaps():
             # a stand-in for the executor's schedule, one that longest-first on the estimates would not give
             # (a and b split evenly over two workers: 1.5 h, where b beside a takes 2 h)
             return SimpleNamespace(wall_seconds=sum(known) / workers,
-                                   runs=pd.DataFrame([{"run_dir": s, "estimate_s": table[s][0],
+                                   # time left counts what is left of each run (left_s; a resumed run's
+                                                   # remainder), not the whole estimate (estimate_s)
+                                   runs=pd.DataFrame([{"run_dir": s, "estimate_s": 99 * table[s][0],
+                                                       "left_s": table[s][0],
                                                        "estimate_from": table[s][1]} for s in specs]))
 
     exp, other = SimpleNamespace(store=Store("first")), SimpleNamespace(store=Store("second"))

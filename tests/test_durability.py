@@ -39,6 +39,26 @@ def test_checkpoint_loads_with_weights_only(tiny_split, tmp_path):
     assert saved["state"]["epoch"] == 1 and isinstance(saved["rng"]["numpy"]["key"], torch.Tensor)
 
 
+def test_trained_seconds_reads_the_checkpoints_state_and_never_fails(tiny_split, tmp_path):
+    """What an interrupted run has trained (the plan and --finish-by count only what is left of it): the
+    checkpoint state's seconds, every epoch's; 0 for a missing, damaged or foreign file."""
+    from mltfrkit.train.checkpoint import trained_seconds
+
+    with pytest.raises(Interrupt):
+        train_tiny(tiny_split, run_dir=tmp_path, epochs=3, interrupt_after=2)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert saved["state"]["epoch"] == 2
+    assert trained_seconds(tmp_path / "checkpoint.pt") == pytest.approx(sum(h["seconds"] for h in saved["state"]["history"]))
+    assert trained_seconds(tmp_path / "checkpoint.pt") > 0
+    assert trained_seconds(tmp_path / "missing.pt") == 0.0
+    (tmp_path / "damaged.pt").write_bytes((tmp_path / "checkpoint.pt").read_bytes()[:1000])
+    assert trained_seconds(tmp_path / "damaged.pt") == 0.0
+    torch.save({"state": {"seconds": "soon"}}, tmp_path / "odd.pt")
+    assert trained_seconds(tmp_path / "odd.pt") == 0.0
+    torch.save({"state": {"seconds": 12.5}}, tmp_path / "other.pt")  # a MixRec checkpoint's state records it too
+    assert trained_seconds(tmp_path / "other.pt") == 12.5
+
+
 def test_old_format_checkpoint_resumes_exactly(tiny_split, tmp_path, monkeypatch):
     """Checkpoints of earlier versions pickled numpy's RNG state: they load through the numpy allow-list
     (arrays and dtypes only) and resume to the uninterrupted result."""

@@ -529,6 +529,9 @@ def test_deferral_reads_the_estimate_and_the_time_left(tiny_file):
     job.estimate = 600.0
     assert deferral(job, now=300.0) is None  # 600 s fit in 700 s
     assert "estimated at 10 min, with 8 min left" in deferral(job, now=500.0)
+    job.trained_seconds = 1_200.0  # the estimate is then what is left of an interrupted run, and says so
+    assert "estimated at 10 min (what is left of it after 20 min trained), with 8 min left" in deferral(job, now=500.0)
+    job.trained_seconds = 0.0
     job.estimate = float("nan")  # nothing to estimate from: treated as unknown
     assert deferral(job, now=500.0) is None
     assert deferral(RunJob(spec(tiny_file), "root", None, "run"), now=1e12) is None  # no budget
@@ -537,6 +540,36 @@ def test_deferral_reads_the_estimate_and_the_time_left(tiny_file):
 def stored_times_saying(seconds):
     """A stand-in for ResultStore._estimates: ``seconds(cost)`` at an ordinary level."""
     return lambda with_level=False: (lambda cost: (seconds(cost), "same kind")) if with_level else seconds
+
+
+def test_a_finish_by_time_starts_an_interrupted_run_whose_remainder_fits(tiny_file, tmp_path, monkeypatch):
+    """Its whole estimate would not fit, what is left after its checkpoint does: it resumes; a run of the same kind
+    without a checkpoint is deferred. (A tiny epoch takes a fraction of a second: the checkpoint's real seconds are
+    scaled up a million times, as if each had been a long epoch.)"""
+    import mltfrkit.plan as plan
+    from mltfrkit.executors import GridDeferred
+
+    real = plan.checkpointed_seconds
+    monkeypatch.setattr(plan, "checkpointed_seconds", lambda run_dir: 1e6 * real(run_dir))
+
+    store = ResultStore(tmp_path / "runs", progress=False, log=None)
+    interrupted, fresh = spec(tiny_file, seed=1, epochs=3), spec(tiny_file, seed=2, epochs=3)
+
+    def stop_in_second_epoch(message):
+        if message.startswith("epoch   2"):
+            raise KeyboardInterrupt
+
+    store.log = stop_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(interrupted)
+    store.log = None
+    trained = plan.checkpointed_seconds(store.run_dir(interrupted))
+    assert trained > 1_000  # (a real epoch's seconds, scaled)
+    store._estimates = stored_times_saying(lambda cost: 2 * trained)  # the whole run: half of it is trained
+    with pytest.raises(GridDeferred) as caught:  # room for the half left, not for a whole run
+        store.ensure_many([interrupted, fresh], finish_by=time.time() + 1.5 * trained)
+    assert [d.spec.train.seed for d in caught.value.deferred] == [2], [d.reason for d in caught.value.deferred]
+    assert caught.value.results[0]["config"]["train"]["seed"] == 1 and len(caught.value.results[0]["epochs"]) == 3
 
 
 @pytest.mark.parametrize("executor", ["local", ProcessExecutor(workers=2, threads=1)], ids=["local", "processes"])

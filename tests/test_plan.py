@@ -73,15 +73,7 @@ def test_the_plan_counts_what_ensure_many_then_trains(store_copy, monkeypatch):
     runs to train are exactly the runs ensure_many trains afterwards, and planning writes nothing."""
     path, store = store_copy
     interrupted = spec(path, seed=5, epochs=3)
-
-    def stop_in_second_epoch(message):
-        if message.startswith("epoch   2"):
-            raise KeyboardInterrupt
-
-    store.log = stop_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        store.ensure(interrupted)
-    store.log = None
+    interrupt_in_second_epoch(store, interrupted)
     plain = spec(path, seed=4)
     tracked = replace(plain, train=replace(plain.train, test_every_epoch=True))
     grid = [spec(path, seed=0), spec(path, seed=1), spec(path, seed=3), spec(path, seed=3), plain, tracked, interrupted]
@@ -106,6 +98,61 @@ def test_the_plan_counts_what_ensure_many_then_trains(store_copy, monkeypatch):
     after = store.plan(grid, workers=2)
     assert (after.stored, after.to_train) == (7, 0)
     assert "nothing to train" in after.totals_line("grid")
+
+
+def interrupt_in_second_epoch(store, run):
+    """Train ``run`` in ``store`` until its second epoch starts: its checkpoint holds one epoch."""
+    def stop_in_second_epoch(message):
+        if message.startswith("epoch   2"):
+            raise KeyboardInterrupt
+
+    store.log = stop_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(run)
+    store.log = None
+
+
+def test_time_left_is_the_estimate_less_the_training_done_and_never_nothing():
+    from mltfrkit.plan import MIN_LEFT_SHARE, time_left
+
+    assert time_left(100.0, 0.0) == 100.0
+    assert time_left(100.0, 30.0) == 70.0
+    assert time_left(100.0, 95.0) == pytest.approx(100.0 * MIN_LEFT_SHARE)  # past its estimate: not ended
+    assert time_left(100.0, 500.0) == pytest.approx(100.0 * MIN_LEFT_SHARE)
+    assert time_left(100.0, -5.0) == 100.0
+    assert math.isnan(time_left(float("nan"), 30.0))
+
+
+def test_a_resumed_run_counts_only_what_is_left_of_it(store_copy):
+    """An interrupted run resumes from its checkpoint: the plan counts its estimate less the seconds the checkpoint
+    holds, in the serial and wall totals and in the per-kind hours; the grid from an empty store counts it whole."""
+    from mltfrkit.plan import checkpointed_seconds
+    from mltfrkit.train.checkpoint import load_checkpoint
+
+    path, store = store_copy
+    interrupted, fresh = spec(path, seed=5, epochs=3), spec(path, seed=6, epochs=3)
+    interrupt_in_second_epoch(store, interrupted)
+    saved = load_checkpoint(store.run_dir(interrupted) / "checkpoint.pt")
+    assert saved["state"]["epoch"] == 1
+    plan = store.plan([interrupted, fresh], workers=1)
+    rows = plan.runs.set_index("run_dir")
+    resumed, new = rows.loc[store.run_dir(interrupted).name], rows.loc[store.run_dir(fresh).name]
+    trained = saved["state"]["seconds"]
+    assert trained > 0 and resumed["trained_s"] == pytest.approx(trained)
+    assert checkpointed_seconds(store.run_dir(interrupted)) == pytest.approx(trained)
+    assert resumed["estimate_s"] == pytest.approx(new["estimate_s"])  # the same kind: the same whole estimate
+    assert resumed["left_s"] == pytest.approx(time_left_expected(resumed["estimate_s"], trained))
+    assert resumed["left_s"] < resumed["estimate_s"]
+    assert (new["trained_s"], new["left_s"]) == (0.0, new["estimate_s"])
+    assert plan.serial_seconds == pytest.approx(resumed["left_s"] + new["left_s"])
+    assert plan.wall_seconds == pytest.approx(plan.serial_seconds)  # one worker
+    assert plan.summary()["estimated h"].sum() == pytest.approx(plan.serial_seconds / 3600)
+    assert plan.whole_serial_seconds == pytest.approx(plan.stored_seconds + 2 * new["estimate_s"])  # from empty
+    assert "counts what is left of it" in plan.report("grid")
+
+
+def time_left_expected(estimate, trained):
+    return max(estimate - trained, 0.1 * estimate)
 
 
 def test_a_without_consensus_run_whose_full_run_is_in_the_grid_is_not_trained(tiny_file, tmp_path, monkeypatch):

@@ -47,12 +47,13 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
 
 
 def load_torch(path: str | os.PathLike, map_location=None, what: str = "checkpoint",
-               remedy: str = "delete it to train the run again from the start") -> Any:
-    """``torch.load(weights_only=True)``; an unreadable or unsafe file raises :class:`CheckpointError`."""
+               remedy: str = "delete it to train the run again from the start", mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)``; an unreadable or unsafe file raises :class:`CheckpointError`.
+    ``mmap``: tensors stay on disk until touched (reading a checkpoint's small training state only)."""
     path = Path(path)
     try:
         with torch.serialization.safe_globals(_numpy_allow_list()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except pickle.UnpicklingError as error:
@@ -78,6 +79,23 @@ def load_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
         raise CheckpointError(f"{path}: not an mltfrkit checkpoint (lacks {', '.join(missing)}); delete it to "
                               f"train the run again from the start")
     return saved
+
+
+def trained_seconds(path: str | os.PathLike) -> float:
+    """The training seconds a checkpoint's state records (every epoch it holds, over all its resumes), read
+    without loading its tensors (mmap); 0 for a file without a readable state: the number is advice (what is
+    left of an interrupted run, :func:`mltfrkit.plan.time_left`), never a reason to fail."""
+    try:
+        saved = load_torch(path, map_location="cpu", mmap=True)
+    except (CheckpointError, OSError, RuntimeError):
+        return 0.0
+    state = saved.get("state") if isinstance(saved, dict) else None
+    seconds = state.get("seconds") if isinstance(state, dict) else None
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        return 0.0
+    return seconds if seconds > 0 and seconds == seconds and seconds != float("inf") else 0.0
 
 
 # -- RNG states as plain values (weights_only=True loads them) -----------------------------
