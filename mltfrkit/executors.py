@@ -82,9 +82,6 @@ class RunJob:
     # the estimate is the data-size level's upper bound (mltfrkit.plan.SIZE_SCALED_LEVEL): a worker prefers a real
     # one from runs finished meanwhile (the grid's first run of the kind on this dataset gives it one)
     estimate_bound: bool = False
-    # the training seconds the run's checkpoints held when the driver looked (it resumes from them): the run is
-    # started if what is left of it (mltfrkit.plan.time_left) fits, not its whole estimate
-    trained_seconds: float = 0.0
 
 
 @dataclass
@@ -117,23 +114,31 @@ def deferral(job: RunJob, now: float | None = None) -> str | None:
         fresh = current_estimate(job)  # runs finished since the grid started (a store that began empty)
         if math.isfinite(fresh) or estimate is None or not math.isfinite(estimate):
             estimate = fresh
-    if math.isfinite(estimate) and estimate > left:
-        resumed = f" (what is left of it after {job.trained_seconds / 60:.0f} min trained)" if job.trained_seconds else ""
-        return (f"estimated at {estimate / 60:.0f} min{resumed}, with {left / 60:.0f} min left before the "
+    if not math.isfinite(estimate):
+        return None
+    from mltfrkit.plan import checkpointed_seconds, time_left
+
+    # an interrupted run resumes from its checkpoints, read now (a retried job has trained further since the
+    # driver built it): only what is left of it must fit
+    trained = checkpointed_seconds(job.run_dir) if job.run_dir else 0.0
+    left_of_run = time_left(estimate, trained)
+    if left_of_run > left:
+        resumed = f" (what is left of it after {trained / 60:.0f} min trained)" if trained else ""
+        return (f"estimated at {left_of_run / 60:.0f} min{resumed}, with {left / 60:.0f} min left before the "
                 f"finish-by time ({deadline})")
     return None
 
 
 def current_estimate(job: RunJob) -> float:
     """``job``'s estimated seconds from the runs stored in its store now (:mod:`mltfrkit.plan`; NaN: none alike,
-    or no cost fields from the driver), less what its checkpoints held (:func:`mltfrkit.plan.time_left`). Reads
-    result files only: never a token table or the data."""
+    or no cost fields from the driver): the whole run's (:func:`deferral` takes off what its checkpoints hold).
+    Reads result files only: never a token table or the data."""
     if job.cost is None:
         return float("nan")
-    from mltfrkit.plan import Estimator, time_left, timed_runs
+    from mltfrkit.plan import Estimator, timed_runs
 
     try:
-        return time_left(Estimator(timed_runs(job.root)).estimate(job.cost)[0], job.trained_seconds)
+        return Estimator(timed_runs(job.root)).estimate(job.cost)[0]
     except Exception:  # advice only: whatever it cannot read leaves the run unestimated, never failed
         return float("nan")
 

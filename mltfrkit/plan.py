@@ -25,7 +25,7 @@ store, measured as far as it has run.
 Caution: a stored ``seconds`` is the wall time that run took under whatever else ran beside it. Ours were
 measured as two one-thread runs side by side on 2 cores, so the estimate holds for that setup; with more
 runs per core (or more threads per run) every run is slower, with fewer it may be faster. A resumed run
-is estimated at its whole length, so its estimate is an upper bound.
+counts what is left of it (:func:`time_left`): its estimate less the training seconds its checkpoints hold.
 """
 
 from __future__ import annotations
@@ -491,16 +491,19 @@ class GridPlan:
         """What the whole grid takes, stored runs at their measured times and the rest at their estimates:
         ``the whole grid: 12.1 h serial, 6.2 h wall with 2 workers (7.9 h measured on 30 stored runs)``, naming
         what it leaves out (stored runs without a time, runs without an estimate); empty when no stored run is
-        counted (the estimate is then the whole grid). Runs that may be answered are counted: an upper bound."""
-        if not (self.stored_timed or self.stored_untimed):
+        counted and no run resumes (the estimate is then the whole grid). Runs that may be answered are counted:
+        an upper bound."""
+        resumed = bool(len(self.runs)) and "trained_s" in self.runs and bool((self.runs["trained_s"] > 0).any())
+        if not (self.stored_timed or self.stored_untimed or resumed):
             return ""
         workers = f"{self.workers} worker{'s' if self.workers != 1 else ''}"
         runs = f"{self.stored_timed} stored run{'s' if self.stored_timed != 1 else ''}"
         left_out = [f"{n} {what} left out" for n, what in ((self.stored_untimed, "stored without a time"),
                                                            (self.unestimated, "without an estimate")) if n]
+        measured = [f"{self.stored_seconds / 3600:.1f} h measured on {runs}"] if self.stored_timed else []
+        notes = ", ".join(measured + left_out)
         return (f"the whole grid: {self.whole_serial_seconds / 3600:.1f} h serial, "
-                f"{self.whole_wall_seconds / 3600:.1f} h wall with {workers} "
-                f"({self.stored_seconds / 3600:.1f} h measured on {runs}{''.join(', ' + t for t in left_out)})")
+                f"{self.whole_wall_seconds / 3600:.1f} h wall with {workers}" + (f" ({notes})" if notes else ""))
 
     def totals_line(self, label: str) -> str:
         """One line, e.g. ``claims on Pantry: 248 runs, 36 stored, 212 to train (5 resume); estimated 41.3 h
@@ -776,5 +779,5 @@ def held_out_check(runs: Sequence[TimedRun], sizes: Callable[[str], dict | None]
 
 __all__ = ["BatchTotals", "ESTIMATE_LEVELS", "Estimator", "GridPlan", "HeldOutCheck", "NO_ESTIMATE",
            "SCALED_ANY_PLUGIN_LEVEL", "SCALED_LEVEL", "SETTINGS_SCALED_LEVEL", "SIZE_SCALED_LEVEL", "TIMING_CAUTION",
-           "backbone_encoding", "batch_totals", "cost_fields", "epoch_units", "held_out_check", "plan_grid",
-           "simulated_wall", "timed_runs", "trained_epochs"]
+           "MIN_LEFT_SHARE", "backbone_encoding", "batch_totals", "checkpointed_seconds", "cost_fields", "epoch_units",
+           "held_out_check", "plan_grid", "simulated_wall", "time_left", "timed_runs", "trained_epochs"]

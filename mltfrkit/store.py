@@ -467,13 +467,13 @@ class ResultStore:
     def _budget(self, finish_by: float | None) -> Callable[[RunSpec], dict]:
         """The finish-by fields of each run's job: the time, as this (the driver's) clock shows it, the run's
         cost fields and its estimate from this store's measured runs now (:meth:`_estimates`; a worker
-        re-estimates from the cost fields when a run starts, counting the runs finished meanwhile), less the
-        training its checkpoints hold (an interrupted run resumes: :func:`mltfrkit.plan.time_left`)."""
+        re-estimates from the cost fields when a run starts, counting the runs finished meanwhile, and takes off
+        the training its checkpoints hold then: :func:`mltfrkit.executors.deferral`)."""
         if finish_by is None:
             return lambda spec: {}
         import datetime as _dt
 
-        from mltfrkit.plan import SIZE_SCALED_LEVEL, checkpointed_seconds, cost_fields, time_left
+        from mltfrkit.plan import SIZE_SCALED_LEVEL, cost_fields
 
         text = _dt.datetime.fromtimestamp(finish_by).strftime("%H:%M")
         estimate = self._estimates(with_level=True)
@@ -481,9 +481,7 @@ class ResultStore:
         def fields(spec: RunSpec) -> dict:
             cost = cost_fields(spec.to_dict(self.split(spec.dataset).source_sha256))
             seconds, level = estimate(cost)
-            trained = checkpointed_seconds(self.run_dir(spec))  # an interrupted run: only what is left must fit
-            return {"finish_by": finish_by, "finish_by_text": text, "cost": cost,
-                    "estimate": time_left(seconds, trained), "trained_seconds": trained,
+            return {"finish_by": finish_by, "finish_by_text": text, "cost": cost, "estimate": seconds,
                     "estimate_bound": level == SIZE_SCALED_LEVEL}
 
         return fields

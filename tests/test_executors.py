@@ -520,7 +520,7 @@ def test_parallel_executors_start_the_costliest_runs_first(tiny_file):
 
 
 # -- a time budget: --finish-by ----------------------------------------------------------------------
-def test_deferral_reads_the_estimate_and_the_time_left(tiny_file):
+def test_deferral_reads_the_estimate_and_the_time_left(tiny_file, tmp_path, monkeypatch):
     from mltfrkit.executors import deferral
 
     job = RunJob(spec(tiny_file), "root", None, "run", finish_by=1_000.0)
@@ -529,12 +529,20 @@ def test_deferral_reads_the_estimate_and_the_time_left(tiny_file):
     job.estimate = 600.0
     assert deferral(job, now=300.0) is None  # 600 s fit in 700 s
     assert "estimated at 10 min, with 8 min left" in deferral(job, now=500.0)
-    job.trained_seconds = 1_200.0  # the estimate is then what is left of an interrupted run, and says so
-    assert "estimated at 10 min (what is left of it after 20 min trained), with 8 min left" in deferral(job, now=500.0)
-    job.trained_seconds = 0.0
     job.estimate = float("nan")  # nothing to estimate from: treated as unknown
     assert deferral(job, now=500.0) is None
     assert deferral(RunJob(spec(tiny_file), "root", None, "run"), now=1e12) is None  # no budget
+
+    # an interrupted run: what is left of it, by its checkpoints as the worker finds them when it is free
+    import mltfrkit.plan as plan
+
+    trained = {str(tmp_path / "resumed"): 1_800.0}
+    monkeypatch.setattr(plan, "checkpointed_seconds", lambda run_dir: trained.get(str(run_dir), 0.0))
+    resumed = RunJob(spec(tiny_file), "root", None, str(tmp_path / "resumed"), finish_by=1_000.0, estimate=2_400.0)
+    assert deferral(resumed, now=300.0) is None  # 600 s left of it fit in 700 s
+    assert "estimated at 10 min (what is left of it after 30 min trained), with 8 min left" in deferral(resumed, now=500.0)
+    trained[str(tmp_path / "resumed")] = 1_000.0  # read again when asked (a retried job trained less, here)
+    assert "estimated at 23 min (what is left of it after 17 min trained)" in deferral(resumed, now=300.0)
 
 
 def stored_times_saying(seconds):
@@ -639,7 +647,8 @@ def build_parser_args(argv):
     return build_parser().parse_args(argv)
 
 
-def test_an_upper_bound_estimate_gives_way_to_a_real_one_when_a_run_of_the_kind_has_finished(tiny_file, tmp_path):
+def test_an_upper_bound_estimate_gives_way_to_a_real_one_when_a_run_of_the_kind_has_finished(tiny_file, tmp_path,
+                                                                                               monkeypatch):
     """A run estimated only by the data-size level's upper bound (estimate_bound) is re-estimated when a worker is
     free: with a stored run like it, its real (shorter) estimate decides; without one, the bound does."""
     from dataclasses import replace
@@ -657,6 +666,15 @@ def test_an_upper_bound_estimate_gives_way_to_a_real_one_when_a_run_of_the_kind_
     assert "estimated at" in deferral(replace(job, estimate_bound=False), now=now)  # a plain estimate is kept
     empty = replace(job, root=str(tmp_path / "empty"))  # no stored run to re-estimate from: the bound stands
     assert "estimated at" in deferral(empty, now=now)
+    # the re-estimate is a whole run's too: an interrupted run's checkpoints are taken off it
+    import mltfrkit.plan as plan
+
+    real_estimate = done["seconds"]
+    monkeypatch.setattr(plan, "checkpointed_seconds", lambda run_dir: 0.75 * real_estimate if run_dir == "run" else 0.0)
+    tight = job.finish_by - 0.5 * real_estimate  # room for the quarter left of the real estimate, not for all of it
+    assert deferral(job, now=tight) is None
+    monkeypatch.setattr(plan, "checkpointed_seconds", lambda run_dir: 0.0)
+    assert "estimated at" in deferral(job, now=tight)
 
 
 def test_finish_by_on_the_command_line(tiny_file, tmp_path, monkeypatch, capsys):

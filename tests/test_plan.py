@@ -149,6 +149,37 @@ def test_a_resumed_run_counts_only_what_is_left_of_it(store_copy):
     assert plan.summary()["estimated h"].sum() == pytest.approx(plan.serial_seconds / 3600)
     assert plan.whole_serial_seconds == pytest.approx(plan.stored_seconds + 2 * new["estimate_s"])  # from empty
     assert "counts what is left of it" in plan.report("grid")
+    # the totals line then also says what the whole grid takes, though nothing of it is stored yet
+    alone = store.plan([interrupted], workers=1)
+    assert alone.stored == 0 and alone.serial_seconds < alone.whole_serial_seconds
+    assert f"the whole grid: {alone.whole_serial_seconds / 3600:.1f} h serial" in alone.totals_line("grid")
+
+
+def test_a_two_round_run_interrupted_in_round_two_counts_both_rounds_checkpoints(store_copy):
+    """Each round checkpoints its own epochs (round1/, round2/): what the run has trained is their sum."""
+    from mltfrkit.plan import checkpointed_seconds
+    from mltfrkit.train.checkpoint import load_checkpoint
+
+    path, store = store_copy
+    run = replace(spec(path, seed=7, epochs=3), schedule="two_round")
+    rounds_started = []
+
+    def stop_in_round_two(message):
+        if message.startswith("epoch   1"):
+            rounds_started.append(message)
+        if len(rounds_started) == 2 and message.startswith("epoch   2"):
+            raise KeyboardInterrupt
+
+    store.log = stop_in_round_two
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(run)
+    store.log = None
+    run_dir = store.run_dir(run)
+    first, second = (load_checkpoint(run_dir / name / "checkpoint.pt")["state"] for name in ("round1", "round2"))
+    assert second["epoch"] == 1 and first["seconds"] > 0 and second["seconds"] > 0
+    assert checkpointed_seconds(run_dir) == pytest.approx(first["seconds"] + second["seconds"])
+    row = store.plan([run], workers=1).runs.iloc[0]
+    assert row["trained_s"] == pytest.approx(first["seconds"] + second["seconds"])
 
 
 def time_left_expected(estimate, trained):
