@@ -943,11 +943,11 @@ def time_left(rows: pd.DataFrame, column: str, workers: int) -> dict[str, str]:
     once) and how long training them takes, e.g. "12 to train: about 16.5 h serial, 8.3 h wall with 2
     workers". The estimates are :meth:`mltfrkit.store.ResultStore.plan`'s (the store's measured run times, under
     the concurrency they ran with, imported runs' on the machine that trained them; runs a stored full run
-    records, w/o SC, cost nothing; a resumed run counts what is left of it: ``GridPlan.runs['left_s']``). The wall time is the plan's own
-    (``GridPlan.wall_seconds``: the executor's start order on ``workers`` workers, as ``--plan`` prints it), summed
-    over the claim's grids, which ``mltfrkit sweep`` trains one after the other; a run two grids share is
-    scheduled in the first. The text names the runs estimated at the
-    data-size level (every epoch of the cap: meant as an upper bound), those a stored run of another stopping
+    records, w/o SC, cost nothing; a resumed run counts what is left of it, ``GridPlan.runs['left_s']``). The
+    wall time is the plan's own (``GridPlan.wall_seconds``: the executor's start order on ``workers`` workers,
+    as ``--plan`` prints it), summed over the claim's grids, which ``mltfrkit sweep`` trains one after the other;
+    a run two grids share is scheduled in the first. The text names the runs estimated at the data-size level
+    (every epoch of the cap: meant as an upper bound), those a stored run of another stopping
     rule may answer (trained only if it does not), and those without an estimate."""
     from mltfrkit.plan import SIZE_SCALED_LEVEL
 

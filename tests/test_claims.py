@@ -414,9 +414,9 @@ def test_time_left_counts_each_missing_run_once_and_names_bounds_and_gaps():
             known = [table[s][0] for s in specs if table[s][0] == table[s][0]]
             # a stand-in for the executor's schedule, one that longest-first on the estimates would not give
             # (a and b split evenly over two workers: 1.5 h, where b beside a takes 2 h)
+            # time_left counts what is left of each run (left_s: a resumed run's remainder), not the whole
+            # estimate (estimate_s)
             return SimpleNamespace(wall_seconds=sum(known) / workers,
-                                   # time left counts what is left of each run (left_s; a resumed run's
-                                                   # remainder), not the whole estimate (estimate_s)
                                    runs=pd.DataFrame([{"run_dir": s, "estimate_s": 99 * table[s][0],
                                                        "left_s": table[s][0],
                                                        "estimate_from": table[s][1]} for s in specs]))

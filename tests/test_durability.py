@@ -55,7 +55,7 @@ def test_trained_seconds_reads_the_checkpoints_state_and_never_fails(tiny_split,
     assert trained_seconds(tmp_path / "damaged.pt") == 0.0
     torch.save({"state": {"seconds": "soon"}}, tmp_path / "odd.pt")
     assert trained_seconds(tmp_path / "odd.pt") == 0.0
-    torch.save({"state": {"seconds": 12.5}}, tmp_path / "other.pt")  # a MixRec checkpoint's state records it too
+    torch.save({"state": {"seconds": 12.5}}, tmp_path / "other.pt")  # only the state is read, not the other parts
     assert trained_seconds(tmp_path / "other.pt") == 12.5
 
 

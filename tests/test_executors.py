@@ -35,7 +35,7 @@ TESTS = Path(__file__).resolve().parent
 SPAWN = multiprocessing.get_context("spawn")
 
 
-from test_store import tiny_file  # noqa: F401  (the fixture: 40 users with a learnable cyclic pattern)
+from test_store import interrupt_in_second_epoch, tiny_file  # noqa: F401  (the fixture: 40 users with a learnable cyclic pattern)
 
 
 def spec(path, seed=0, epochs=3, **train):
@@ -562,15 +562,7 @@ def test_a_finish_by_time_starts_an_interrupted_run_whose_remainder_fits(tiny_fi
 
     store = ResultStore(tmp_path / "runs", progress=False, log=None)
     interrupted, fresh = spec(tiny_file, seed=1, epochs=3), spec(tiny_file, seed=2, epochs=3)
-
-    def stop_in_second_epoch(message):
-        if message.startswith("epoch   2"):
-            raise KeyboardInterrupt
-
-    store.log = stop_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        store.ensure(interrupted)
-    store.log = None
+    interrupt_in_second_epoch(store, interrupted)
     trained = plan.checkpointed_seconds(store.run_dir(interrupted))
     assert trained > 1_000  # (a real epoch's seconds, scaled)
     store._estimates = stored_times_saying(lambda cost: 2 * trained)  # the whole run: half of it is trained

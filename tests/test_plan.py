@@ -22,7 +22,8 @@ from mltfrkit.plan import (ESTIMATE_LEVELS, NO_ESTIMATE, SCALED_ANY_PLUGIN_LEVEL
                            SIZE_SCALED_LEVEL, TIMING_CAUTION, Estimator, GridPlan, TimedRun, batch_totals, cost_fields,
                            epoch_units, held_out_check, simulated_wall)
 from mltfrkit.store import ResultStore
-from test_store import SOURCES, full_and_ablated, link_cached_inputs, spec, tiny_file, write_tiny_file  # noqa: F401
+from test_store import (SOURCES, full_and_ablated, interrupt_in_second_epoch, link_cached_inputs, spec,  # noqa: F401
+                        tiny_file, write_tiny_file)
 
 
 def quiet_store(root) -> ResultStore:
@@ -98,18 +99,6 @@ def test_the_plan_counts_what_ensure_many_then_trains(store_copy, monkeypatch):
     after = store.plan(grid, workers=2)
     assert (after.stored, after.to_train) == (7, 0)
     assert "nothing to train" in after.totals_line("grid")
-
-
-def interrupt_in_second_epoch(store, run):
-    """Train ``run`` in ``store`` until its second epoch starts: its checkpoint holds one epoch."""
-    def stop_in_second_epoch(message):
-        if message.startswith("epoch   2"):
-            raise KeyboardInterrupt
-
-    store.log = stop_in_second_epoch
-    with pytest.raises(KeyboardInterrupt):
-        store.ensure(run)
-    store.log = None
 
 
 def test_time_left_is_the_estimate_less_the_training_done_and_never_nothing():

@@ -65,6 +65,18 @@ def spec(path, **train):
                    model={"hidden_size": 16, "n_layers": 1, "n_heads": 1})
 
 
+def interrupt_in_second_epoch(store, run):
+    """Train ``run`` in ``store`` until its second epoch starts: its checkpoint holds one epoch."""
+    def stop_in_second_epoch(message):
+        if message.startswith("epoch   2"):
+            raise KeyboardInterrupt
+
+    store.log = stop_in_second_epoch
+    with pytest.raises(KeyboardInterrupt):
+        store.ensure(run)
+    store.log = None
+
+
 def test_store_trains_once_and_then_reads(tiny_file, tmp_path, monkeypatch):
     calls = []
     real = store_module.run_training

@@ -11,6 +11,7 @@ any other object in a file is refused with a message naming the file.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from pathlib import Path
@@ -95,7 +96,7 @@ def trained_seconds(path: str | os.PathLike) -> float:
         seconds = float(seconds)
     except (TypeError, ValueError):
         return 0.0
-    return seconds if seconds > 0 and seconds == seconds and seconds != float("inf") else 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
 
 
 # -- RNG states as plain values (weights_only=True loads them) -----------------------------
