@@ -35,7 +35,8 @@ TESTS = Path(__file__).resolve().parent
 SPAWN = multiprocessing.get_context("spawn")
 
 
-from test_store import interrupt_in_second_epoch, tiny_file  # noqa: F401  (the fixture: 40 users with a learnable cyclic pattern)
+# tiny_file: the fixture, 40 users with a learnable cyclic pattern; interrupt_in_second_epoch: a one-epoch checkpoint
+from test_store import interrupt_in_second_epoch, tiny_file  # noqa: F401
 
 
 def spec(path, seed=0, epochs=3, **train):
